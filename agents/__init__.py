@@ -1,0 +1,1 @@
+"""Faust agents: the chat agent (requests → LLM → session topics) and its helpers."""

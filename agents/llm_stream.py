@@ -1,0 +1,129 @@
+"""One streamed completion from an OpenAI-compatible endpoint, with failures classified.
+
+The official client's own retries are switched off (``max_retries=0``): the retry policy lives in
+one place (``retry_policy``), and a retry after partial output must be announced to the client,
+which the client library cannot do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import openai
+
+from schemas.requests import ChatRequest
+from schemas.session_events import Usage
+from tokenwire.errors import GenerationError
+from tokenwire.settings import Settings
+
+RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+
+
+@dataclass(frozen=True)
+class Chunk:
+    text: str
+    received_at: float
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+def new_client(settings: Settings) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        base_url=settings.effective_openai_base_url,
+        api_key=settings.effective_openai_api_key,
+        max_retries=0,
+        timeout=httpx.Timeout(settings.chunk_timeout_s, connect=5.0),
+        http_client=httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200)
+        ),
+    )
+
+
+async def stream_chunks(
+    client: openai.AsyncOpenAI, request: ChatRequest, model: str
+) -> AsyncIterator[Chunk]:
+    """Yield the answer's chunks; raise ``GenerationError`` on any failure."""
+    try:
+        stream = await client.chat.completions.create(
+            model=model,
+            messages=[m.model_dump() for m in request.messages],  # type: ignore[misc]
+            stream=True,
+            stream_options={"include_usage": True},
+            temperature=request.temperature,
+            max_tokens=request.max_tokens,
+        )
+    except Exception as exc:
+        raise classify(exc) from exc
+    try:
+        async for completion_chunk in stream:
+            received_at = time.time()
+            usage = _usage(completion_chunk.usage)
+            for choice in completion_chunk.choices:
+                yield Chunk(
+                    text=choice.delta.content or "",
+                    received_at=received_at,
+                    finish_reason=choice.finish_reason,
+                )
+            if usage is not None:
+                yield Chunk(text="", received_at=received_at, usage=usage)
+    except GeneratorExit:
+        raise
+    except Exception as exc:
+        raise classify(exc) from exc
+    finally:
+        await stream.close()
+
+
+def _usage(raw: object) -> Usage | None:
+    if raw is None:
+        return None
+    return Usage(
+        prompt_tokens=getattr(raw, "prompt_tokens", 0) or 0,
+        completion_tokens=getattr(raw, "completion_tokens", 0) or 0,
+        total_tokens=getattr(raw, "total_tokens", 0) or 0,
+    )
+
+
+def classify(exc: BaseException) -> GenerationError:
+    """Map a client exception to a GenerationError that says whether trying again can help."""
+    if isinstance(exc, GenerationError):
+        return exc
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        return GenerationError(
+            f"http_{status}",
+            _message(exc),
+            retryable=status in RETRYABLE_STATUS,
+            retry_after_s=_retry_after(exc.response.headers) if status == 429 else None,
+        )
+    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException | TimeoutError):
+        return GenerationError("timeout", str(exc) or "the LLM timed out", retryable=True)
+    if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+        return GenerationError(
+            "connection", str(exc) or "connection to the LLM failed", retryable=True
+        )
+    return GenerationError("internal", repr(exc), retryable=False)
+
+
+def _message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+    return exc.message
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return float(value) * scale
+        except ValueError:
+            continue
+    return None

@@ -1,0 +1,76 @@
+"""Deletes session topics idle for longer than the TTL, so partitions track live sessions.
+
+A topic is idle when it holds no record newer than the TTL (asked of the broker by timestamp).
+An empty topic (created by the ingress before its first event) gets the same grace from when the
+janitor first saw it empty. The durable record is ``chat.requests`` + ``chat.events``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tokenwire.kafka_clients import new_consumer
+from tokenwire.settings import Settings
+from tokenwire.topics import SessionTopics
+
+log = logging.getLogger(__name__)
+
+
+class SessionJanitor:
+    def __init__(
+        self, settings: Settings, admin: AIOKafkaAdminClient, session_topics: SessionTopics
+    ) -> None:
+        self._settings = settings
+        self._admin = admin
+        self._session_topics = session_topics
+        self._empty_since: dict[str, float] = {}
+
+    async def run_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.session_janitor_interval_s)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("session janitor sweep failed; will try again")
+
+    async def sweep(self) -> list[str]:
+        """Delete idle session topics now; returns their names."""
+        prefix = self._settings.session_topic_prefix
+        topics = [t for t in await self._admin.list_topics() if t.startswith(prefix)]
+        idle = await self._idle(topics)
+        if idle:
+            await self._admin.delete_topics(idle)
+            for topic in idle:
+                self._session_topics.forget(topic)
+                self._empty_since.pop(topic, None)
+            log.info("deleted idle session topics count=%s", len(idle))
+        return idle
+
+    async def _idle(self, topics: list[str]) -> list[str]:
+        if not topics:
+            return []
+        ttl_s = self._settings.session_idle_ttl_s
+        now = time.time()
+        cutoff_ms = int((now - ttl_s) * 1000)
+        partitions = [TopicPartition(t, 0) for t in topics]
+        consumer = new_consumer(self._settings.kafka_bootstrap, client_id="tokenwire-janitor")
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets(partitions)
+            recent = await consumer.offsets_for_times({tp: cutoff_ms for tp in partitions})
+        finally:
+            await consumer.stop()
+        idle = []
+        for tp in partitions:
+            if ends[tp] == 0:
+                first_seen = self._empty_since.setdefault(tp.topic, now)
+                if now - first_seen >= ttl_s:
+                    idle.append(tp.topic)
+            elif recent.get(tp) is None:
+                idle.append(tp.topic)
+        return idle

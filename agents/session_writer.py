@@ -1,0 +1,95 @@
+"""Writes one request's events to its session topic, numbering them per attempt.
+
+Token events are handed to the producer without waiting for the broker (the idempotent producer
+keeps them in order); only the terminal event is awaited, because the request's offset may be
+committed only once its end is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaProducer
+from pydantic import BaseModel
+
+from schemas.requests import ChatRequest
+from schemas.session_events import (
+    DoneEvent,
+    ErrorEvent,
+    RetryEvent,
+    StartEvent,
+    Timings,
+    TokenEvent,
+    Usage,
+)
+
+
+async def send(
+    producer: AIOKafkaProducer, topic: str, key: str, event: BaseModel
+) -> asyncio.Future[object]:
+    """Queue one event; the returned future resolves when the broker has it (acks=all)."""
+    return await producer.send(topic, value=event.model_dump_json().encode(), key=key.encode())
+
+
+PRUNE_AT = 256
+
+
+@dataclass
+class SessionWriter:
+    producer: AIOKafkaProducer
+    topic: str
+    request: ChatRequest
+    request_id: str
+    model: str
+    accepted_at: float
+    attempt: int = 1
+    _seq: int = 0
+    _pending: list[asyncio.Future[object]] = field(default_factory=list)
+
+    def _next_seq(self) -> int:
+        seq, self._seq = self._seq, self._seq + 1
+        return seq
+
+    def _ids(self) -> dict[str, object]:
+        return {
+            "request_id": self.request_id,
+            "session_id": self.request.session_id,
+            "attempt": self.attempt,
+            "seq": self._next_seq(),
+        }
+
+    async def _send(self, event: BaseModel) -> None:
+        self._pending.append(await send(self.producer, self.topic, self.request.session_id, event))
+        if len(self._pending) >= PRUNE_AT:
+            # Long answers: forget deliveries already confirmed, keep failures to raise later.
+            self._pending = [f for f in self._pending if not f.done() or f.exception()]
+
+    async def begin(self, attempt: int, *, reason: str = "", delay_s: float = 0.0) -> None:
+        """Open an attempt: ``start`` for the first, ``retry`` (drop partial text) after that."""
+        self.attempt, self._seq = attempt, 0
+        if attempt == 1:
+            await self._send(
+                StartEvent(**self._ids(), model=self.model, accepted_at=self.accepted_at)
+            )
+        else:
+            await self._send(RetryEvent(**self._ids(), reason=reason, delay_s=delay_s))
+
+    async def token(self, text: str, received_at: float) -> None:
+        await self._send(TokenEvent(**self._ids(), text=text, received_at=received_at))
+
+    async def done(self, finish_reason: str, usage: Usage, timings: Timings) -> None:
+        await self._send(
+            DoneEvent(**self._ids(), finish_reason=finish_reason, usage=usage, timings=timings)
+        )
+        await self.flush()
+
+    async def error(self, code: str, message: str, *, retryable: bool) -> None:
+        await self._send(ErrorEvent(**self._ids(), code=code, message=message, retryable=retryable))
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Wait until everything sent so far is on the broker; raises if any send failed."""
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.gather(*pending)

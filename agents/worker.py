@@ -1,0 +1,35 @@
+"""``tokenwire worker``: the Faust worker running the chat agent."""
+
+from __future__ import annotations
+
+import faust
+from faust.contrib.asgi import serve_asgi
+
+from agents.app import create_app
+from agents.chat_agent import register_chat_agent
+from agents.chat_runtime import ChatRuntime
+from agents.metrics import WorkerMetrics
+from agents.web import create_worker_web
+from tokenwire.settings import Settings
+
+
+def build_worker_app(settings: Settings) -> tuple[faust.App, ChatRuntime]:
+    app = create_app(settings)
+    runtime = ChatRuntime(settings, WorkerMetrics())
+    app.add_dependency(runtime)
+    register_chat_agent(app, runtime)
+    serve_asgi(
+        app,
+        create_worker_web(runtime),
+        host="127.0.0.1",
+        port=settings.worker_web_port,
+        log_level="warning",
+    )
+    return app, runtime
+
+
+def run_worker(settings: Settings) -> int:
+    app, _ = build_worker_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0

@@ -1,0 +1,108 @@
+"""The ``tokenwire`` console script: one sub-command per part of the system.
+
+Each sub-command imports its implementation lazily so ``tokenwire services up`` does not
+pay for loading Faust, and a missing optional piece fails only the command that needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from tokenwire.settings import get_settings
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _services(args: argparse.Namespace) -> int:
+    from tokenwire.services import cli as services_cli
+
+    return services_cli.run(args.action, get_settings())
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from tokenwire.simulator.server import serve
+
+    return serve(get_settings(), host=args.host, port=args.port)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from agents.worker import run_worker
+
+    return run_worker(get_settings())
+
+
+def _edge(args: argparse.Namespace) -> int:
+    from api.server import serve
+
+    return serve(get_settings(), host=args.host, port=args.port)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tokenwire.stack import run_stack
+
+    return run_stack(get_settings())
+
+
+def _token(args: argparse.Namespace) -> int:
+    from api.stream_tokens import issue_token
+
+    print(issue_token(get_settings(), session_id=args.session, user_id=args.user))
+    return 0
+
+
+def _topics(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from tokenwire.topics import ensure_core_topics
+
+    asyncio.run(ensure_core_topics(get_settings()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokenwire", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    services = sub.add_parser("services", help="provision and run local Kafka and InfluxDB")
+    services.add_argument("action", choices=["up", "down", "status", "install"])
+    services.set_defaults(handler=_services)
+
+    sim = sub.add_parser("sim", help="run the OpenAI-compatible simulator")
+    sim.add_argument("--host", default=None)
+    sim.add_argument("--port", type=int, default=None)
+    sim.set_defaults(handler=_sim)
+
+    sub.add_parser("worker", help="run the Faust worker (chat agent)").set_defaults(handler=_worker)
+
+    edge = sub.add_parser("edge", help="run the Starlette SSE edge")
+    edge.add_argument("--host", default=None)
+    edge.add_argument("--port", type=int, default=None)
+    edge.set_defaults(handler=_edge)
+
+    sub.add_parser(
+        "run", help="services + simulator + worker + edge, Ctrl-C stops all"
+    ).set_defaults(handler=_run)
+    sub.add_parser("topics", help="create the core topics").set_defaults(handler=_topics)
+
+    token = sub.add_parser("token", help="mint a stream token for a session (for producers)")
+    token.add_argument("--session", required=True)
+    token.add_argument("--user", required=True)
+    token.set_defaults(handler=_token)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=get_settings().log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    handler: Handler = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

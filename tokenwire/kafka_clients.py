@@ -1,0 +1,51 @@
+"""Kafka clients configured on purpose, in one place.
+
+aiokafka's defaults favour throughput and assume a forgiving reader: the producer acks after the
+leader only (``acks=1``) without idempotence, and the consumer waits up to 500 ms per fetch.
+tokenwire carries an interactive stream whose record is the log, so:
+
+- producer: ``acks="all"`` + ``enable_idempotence=True`` (no loss, no duplicate on retry) and
+  ``linger_ms=1``: a token waits at most a millisecond to share a batch;
+- consumer: ``fetch_max_wait_ms=5``: a broker answers a fetch as soon as a byte is there or 5 ms
+  passed, so an idle-then-busy session costs milliseconds, not half a second.
+"""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+PRODUCER_LINGER_MS = 1
+CONSUMER_FETCH_MAX_WAIT_MS = 5
+
+
+def new_producer(bootstrap: str, *, client_id: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=PRODUCER_LINGER_MS,
+        request_timeout_ms=30_000,
+    )
+
+
+def new_consumer(
+    bootstrap: str, *, client_id: str, group_id: str | None = None, **overrides: object
+) -> AIOKafkaConsumer:
+    """A consumer; without ``group_id`` it is assigned partitions by hand and commits nothing."""
+    options: dict[str, object] = {
+        "bootstrap_servers": bootstrap,
+        "client_id": client_id,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "fetch_max_wait_ms": CONSUMER_FETCH_MAX_WAIT_MS,
+        "isolation_level": "read_uncommitted",
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(**options)  # type: ignore[arg-type]
+
+
+def new_admin(bootstrap: str, *, client_id: str) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id)

@@ -1,0 +1,129 @@
+"""The one settings object, read from the environment once.
+
+Every key is ``TOKENWIRE_<FIELD>`` (case-insensitive); the OpenAI keys also accept the
+client's own ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``. A malformed value fails at start-up
+naming the key, and secrets are ``SecretStr`` so they never print.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CoalesceMode = Literal["chunk", "bounded"]
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "tokenwire"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TOKENWIRE_", frozen=True, extra="ignore", populate_by_name=True
+    )
+
+    # --- Kafka -------------------------------------------------------------------------
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    requests_topic: str = "chat.requests"
+    requests_partitions: int = Field(default=6, ge=1)
+    events_topic: str = "chat.events"
+    alerts_topic: str = "chat.alerts"
+    dead_letter_topic: str = "chat.requests.dlq"
+    session_topic_prefix: str = "chat.session."
+    # Audit retention (ms); -1 keeps forever.
+    requests_retention_ms: int = 30 * 24 * 3600 * 1000
+    events_retention_ms: int = 90 * 24 * 3600 * 1000
+    alerts_retention_ms: int = 30 * 24 * 3600 * 1000
+    dead_letter_retention_ms: int = 30 * 24 * 3600 * 1000
+    session_retention_ms: int = 7 * 24 * 3600 * 1000
+    # A session topic with no event for this long is deleted by the worker's janitor.
+    session_idle_ttl_s: float = Field(default=24 * 3600, gt=0)
+    session_janitor_interval_s: float = Field(default=300, gt=0)
+
+    # --- OpenAI (or the simulator) -----------------------------------------------------
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("TOKENWIRE_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("TOKENWIRE_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+    default_model: str = "gpt-4o-mini"
+
+    # --- Worker (Faust agents) ---------------------------------------------------------
+    worker_id: str = "tokenwire-worker"
+    worker_web_port: int = 6066
+    worker_concurrency: int = Field(default=32, ge=1)
+    coalesce_mode: CoalesceMode = "bounded"
+    coalesce_max_chars: int = Field(default=32, ge=1)
+    coalesce_max_delay_ms: float = Field(default=15.0, ge=0)
+    retry_max_attempts: int = Field(default=4, ge=1)
+    retry_base_delay_s: float = Field(default=0.2, ge=0)
+    retry_max_delay_s: float = Field(default=5.0, ge=0)
+    request_timeout_s: float = Field(default=120.0, gt=0)
+    chunk_timeout_s: float = Field(default=30.0, gt=0)
+
+    # --- Edge (Starlette + SSE) --------------------------------------------------------
+    edge_host: str = "127.0.0.1"
+    edge_port: int = 8000
+    stream_token_secret: SecretStr = SecretStr("tokenwire-dev-secret-change-me")
+    stream_token_ttl_s: int = Field(default=3600, gt=0)
+    rate_limit_per_s: float = Field(default=2.0, gt=0)
+    rate_limit_burst: int = Field(default=10, ge=1)
+    sse_ping_s: float = Field(default=15.0, gt=0)
+    sse_send_timeout_s: float = Field(default=10.0, gt=0)
+    sse_retry_ms: int = Field(default=1000, ge=0)
+    sse_client_buffer: int = Field(default=1024, ge=1)
+    session_cache_events: int = Field(default=10_000, ge=1)
+    cors_origins: list[str] = Field(default_factory=list)
+
+    # --- Simulator -----------------------------------------------------------------------
+    sim_host: str = "127.0.0.1"
+    sim_port: int = 18000
+    sim_ttft_ms: float = Field(default=200.0, ge=0)
+    sim_tokens_per_s: float = Field(default=30.0, gt=0)
+
+    # --- InfluxDB ------------------------------------------------------------------------
+    influx_url: str = "http://127.0.0.1:18086"
+    influx_org: str = "tokenwire"
+    influx_bucket: str = "tokenwire"
+    influx_token: SecretStr = SecretStr("tokenwire-dev-token")
+
+    # --- Local services (tokenwire services up|down|status) -------------------------------
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    kafka_version: str = "3.9.2"
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    kafka_heap: str = "512m"
+    influxdb_version: str = "v2.7.12"
+    influxd: Path | None = Field(
+        default=None, validation_alias=AliasChoices("TOKENWIRE_INFLUXD", "INFLUXD")
+    )
+    influx_port: int = 18086
+    service_start_timeout_s: float = Field(default=120.0, gt=0)
+
+    log_level: str = "INFO"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.cache_dir / "state"
+
+    def session_topic(self, session_id: str) -> str:
+        return f"{self.session_topic_prefix}{session_id}"
+
+    @property
+    def effective_openai_base_url(self) -> str:
+        """The simulator stands in whenever no real endpoint is configured."""
+        return self.openai_base_url or f"http://{self.sim_host}:{self.sim_port}/v1"
+
+    @property
+    def effective_openai_api_key(self) -> str:
+        return self.openai_api_key.get_secret_value() if self.openai_api_key else "sim-key"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

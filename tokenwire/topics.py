@@ -1,0 +1,131 @@
+"""Topic layout and creation. Auto-creation is off on the broker: every topic is made here.
+
+Session topics are created on demand by the worker before the first event; concurrent requests
+for one session share a single creation, and other sessions never wait on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from tokenwire.errors import TopicError
+from tokenwire.kafka_clients import new_admin
+from tokenwire.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CREATE_TIMEOUT_MS = 10_000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    retention_ms: int
+
+    def as_new_topic(self) -> NewTopic:
+        return NewTopic(
+            name=self.name,
+            num_partitions=self.partitions,
+            replication_factor=1,
+            topic_configs={"retention.ms": str(self.retention_ms)},
+        )
+
+
+def core_topics(settings: Settings) -> list[TopicSpec]:
+    return [
+        TopicSpec(
+            settings.requests_topic, settings.requests_partitions, settings.requests_retention_ms
+        ),
+        TopicSpec(
+            settings.events_topic, settings.requests_partitions, settings.events_retention_ms
+        ),
+        TopicSpec(settings.alerts_topic, 1, settings.alerts_retention_ms),
+        TopicSpec(settings.dead_letter_topic, 1, settings.dead_letter_retention_ms),
+    ]
+
+
+def session_topic_spec(settings: Settings, session_id: str) -> TopicSpec:
+    return TopicSpec(settings.session_topic(session_id), 1, settings.session_retention_ms)
+
+
+async def create_topics(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    """Create topics that do not exist yet; an existing topic is success, anything else raises."""
+    existing = set(await admin.list_topics())
+    missing = [spec.as_new_topic() for spec in specs if spec.name not in existing]
+    if not missing:
+        return
+    try:
+        response = await admin.create_topics(missing, timeout_ms=CREATE_TIMEOUT_MS)
+    except TopicAlreadyExistsError:
+        return
+    except Exception as exc:
+        raise TopicError(f"creating {[t.name for t in missing]} failed: {exc!r}") from exc
+    for name, code, message in _topic_errors(response):
+        if code not in (0, TopicAlreadyExistsError.errno):
+            raise TopicError(f"creating topic {name} failed: error {code} {message}")
+
+
+def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:
+    errors = getattr(response, "topic_errors", None) or getattr(response, "topic_error_codes", [])
+    result = []
+    for entry in errors:
+        name, code = entry[0], entry[1]
+        message = entry[2] if len(entry) > 2 else None
+        result.append((name, code, message))
+    return result
+
+
+async def ensure_core_topics(settings: Settings) -> None:
+    admin = new_admin(settings.kafka_bootstrap, client_id="tokenwire-topics")
+    await admin.start()
+    try:
+        await create_topics(admin, core_topics(settings))
+    finally:
+        await admin.close()
+
+
+class SessionTopics:
+    """Creates session topics once each; callers for the same topic await the same creation."""
+
+    def __init__(self, settings: Settings, admin: AIOKafkaAdminClient) -> None:
+        self._settings = settings
+        self._admin = admin
+        self._ready: set[str] = set()
+        self._pending: dict[str, asyncio.Future[None]] = {}
+
+    def forget(self, topic: str) -> None:
+        self._ready.discard(topic)
+
+    async def ensure(self, session_id: str) -> str:
+        spec = session_topic_spec(self._settings, session_id)
+        if spec.name in self._ready:
+            return spec.name
+        pending = self._pending.get(spec.name)
+        if pending is None:
+            pending = asyncio.ensure_future(self._create(spec))
+            self._pending[spec.name] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(spec.name, None))
+        await asyncio.shield(pending)
+        return spec.name
+
+    async def _create(self, spec: TopicSpec) -> None:
+        try:
+            response = await self._admin.create_topics(
+                [spec.as_new_topic()], timeout_ms=CREATE_TIMEOUT_MS
+            )
+        except TopicAlreadyExistsError:
+            self._ready.add(spec.name)
+            return
+        except Exception as exc:
+            raise TopicError(f"creating topic {spec.name} failed: {exc!r}") from exc
+        for name, code, message in _topic_errors(response):
+            if code not in (0, TopicAlreadyExistsError.errno):
+                raise TopicError(f"creating topic {name} failed: error {code} {message}")
+        log.info("session topic created topic=%s", spec.name)
+        self._ready.add(spec.name)
