@@ -8,10 +8,9 @@ which the client library cannot do.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-import httpx
 import openai
 
 from schemas.requests import ChatRequest
@@ -35,10 +34,8 @@ def new_client(settings: Settings) -> openai.AsyncOpenAI:
         base_url=settings.effective_openai_base_url,
         api_key=settings.effective_openai_api_key,
         max_retries=0,
-        timeout=httpx.Timeout(settings.chunk_timeout_s, connect=5.0),
-        http_client=httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200)
-        ),
+        # A read timeout per chunk; stalls are also caught by the generation loop.
+        timeout=settings.chunk_timeout_s,
     )
 
 
@@ -99,9 +96,9 @@ def classify(exc: BaseException) -> GenerationError:
             retryable=status in RETRYABLE_STATUS,
             retry_after_s=_retry_after(exc.response.headers) if status == 429 else None,
         )
-    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException | TimeoutError):
+    if isinstance(exc, openai.APITimeoutError | TimeoutError):
         return GenerationError("timeout", str(exc) or "the LLM timed out", retryable=True)
-    if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+    if isinstance(exc, openai.APIConnectionError):
         return GenerationError(
             "connection", str(exc) or "connection to the LLM failed", retryable=True
         )
@@ -117,7 +114,7 @@ def _message(exc: openai.APIStatusError) -> str:
     return exc.message
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
+def _retry_after(headers: Mapping[str, str]) -> float | None:
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
         value = headers.get(name)
         if value is None:

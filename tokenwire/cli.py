@@ -62,6 +62,18 @@ def _topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from tokenwire.replay.cli import run as run_replay
+
+    return run_replay(args, get_settings())
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from tokenwire.bench.cli import run as run_bench
+
+    return run_bench(args, get_settings())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokenwire", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--session", required=True)
     token.add_argument("--user", required=True)
     token.set_defaults(handler=_token)
+    replay = sub.add_parser("replay", help="audit: transcripts, integrity, rebuilt aggregates")
+    replay.set_defaults(handler=_replay)
+    try:
+        from tokenwire.replay.cli import add_arguments as add_replay_arguments
+    except ImportError:
+        pass
+    else:
+        add_replay_arguments(replay)
+
+    bench = sub.add_parser("bench", help="latency/throughput benchmark against a direct relay")
+    bench.set_defaults(handler=_bench)
+    try:
+        from tokenwire.bench.cli import add_arguments as add_bench_arguments
+    except ImportError:
+        pass
+    else:
+        add_bench_arguments(bench)
     return parser
 
 

@@ -1,0 +1,47 @@
+# tokenwire: the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install services-up services-down services-status run test lint schemas browser clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+services-up: install
+	$(BIN)/tokenwire services up
+
+services-down: install
+	$(BIN)/tokenwire services down
+
+services-status: install
+	$(BIN)/tokenwire services status
+
+## The main job: local Kafka + InfluxDB, the simulator, the worker and the edge; Ctrl-C stops.
+run: services-up
+	$(BIN)/tokenwire run
+
+## Headless Chromium for the browser test (Debian's package; Playwright drives it).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+lint: install
+	$(BIN)/ruff check .
+
+schemas: install
+	$(BIN)/python -m schemas.export
+
+## The test suite, against real Kafka, InfluxDB and Chromium provisioned here.
+test: services-up browser lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info

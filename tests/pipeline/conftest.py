@@ -1,0 +1,46 @@
+"""Helpers shared by the pipeline specifications."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from api.stream_tokens import issue_token
+
+from tokenwire.settings import Settings
+
+
+@pytest.fixture
+async def post_chat(edge_url: str):  # type: ignore[no-untyped-def]
+    async def post(body: dict[str, Any], token: str | None = None) -> httpx.Response:
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await client.post(f"{edge_url}/v1/chat", json=body, headers=headers)
+
+    return post
+
+
+@pytest.fixture
+async def publish_direct(pipeline_settings: Settings):  # type: ignore[no-untyped-def]
+    """Publish a ChatRequest straight to Kafka, as a non-HTTP producer would."""
+    producer = AIOKafkaProducer(bootstrap_servers=pipeline_settings.kafka_bootstrap,
+                                acks="all", enable_idempotence=True)
+    await producer.start()
+
+    async def publish(payload: dict[str, Any] | bytes, key: str) -> None:
+        value = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        await producer.send_and_wait(pipeline_settings.requests_topic, value, key=key.encode())
+
+    yield publish
+    await producer.stop()
+
+
+def token_for(settings: Settings, session_id: str, user_id: str = "u-test") -> str:
+    return issue_token(settings, session_id=session_id, user_id=user_id)
+
+
+def user_message(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
