@@ -16,6 +16,7 @@ from typing import Any
 import faust
 import mode
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from agents.dead_letter import dead_letter
 from agents.generation import Generation, Outcome
@@ -134,8 +135,27 @@ class ChatRuntime(mode.Service):
                 return
             if history.last_attempt:
                 first_attempt, reason = history.last_attempt + 1, "redelivered"
-        await self._generate(request, topic, first_attempt, reason)
+        try:
+            await self._generate(request, topic, first_attempt, reason)
+        except (asyncio.CancelledError, KafkaError):
+            # Not acked: the record is delivered again and resumes as a new attempt.
+            raise
+        except Exception as exc:
+            log.exception("request failed unexpectedly request_id=%s", request.request_id)
+            await self._end_unexpectedly(request, topic, first_attempt, exc)
         await stream.ack(event)
+
+    async def _end_unexpectedly(
+        self, request: ChatRequest, topic: str, attempt: int, exc: Exception
+    ) -> None:
+        """A bug must not wedge the partition: end the request visibly, then move on."""
+        assert request.request_id is not None
+        writer = SessionWriter(self.producer, topic, request, request.request_id,
+                               request.model or self.settings.default_model, time.time(),
+                               attempt=attempt)
+        await writer.error("internal", f"internal error: {type(exc).__name__}", retryable=False)
+        self.metrics.requests.labels("failed").inc()
+        self.metrics.errors.labels("internal").inc()
 
     async def _generate(
         self, request: ChatRequest, topic: str, first_attempt: int, reason: str
