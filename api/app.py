@@ -1,0 +1,80 @@
+"""``create_app(settings)``: the edge as one Starlette app.
+
+Routes: ``POST /v1/chat``, ``GET /v1/sessions/{session_id}/events`` (SSE), ``GET /`` (chat
+page), ``/healthz``, ``/readyz``, ``/metrics``. The lifespan starts and stops the Kafka producer,
+admin client and the shared session hub (``app.state.runtime``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
+
+from api.errors import EXCEPTION_HANDLERS
+from api.health import healthz, readyz
+from api.ingress import post_chat
+from api.metrics import metrics_endpoint
+from api.runtime import EdgeRuntime
+from api.session_stream import session_events
+from tokenwire.settings import Settings
+
+PAGE = Path(__file__).parent / "static" / "index.html"
+
+
+def create_app(settings: Settings) -> Starlette:
+    runtime = EdgeRuntime(settings)
+    page = PAGE.read_text(encoding="utf-8")
+
+    async def index(_: Request) -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    routes = [
+        Route("/", index, methods=["GET"]),
+        Route("/v1/chat", post_chat, methods=["POST"]),
+        Route(
+            "/v1/sessions/{session_id}/events", session_events,
+            methods=["GET"], name="session_events",
+        ),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint(runtime.metrics), methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=_middleware(settings),
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    return app
+
+
+def _middleware(settings: Settings) -> list[Middleware]:
+    if not settings.cors_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
+    ]

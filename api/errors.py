@@ -1,0 +1,86 @@
+"""Every error the edge answers is JSON: ``{"error": {"code": ..., "message": ...}}``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from tokenwire.errors import StreamTokenError
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """Raised by a handler to answer ``status`` with a JSON error body."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        details: Any = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+        self.details = details
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    details: Any = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status, headers=dict(headers or {}))
+
+
+def token_error(exc: StreamTokenError) -> ApiError:
+    code = "forbidden" if exc.status == 403 else "unauthorized"
+    headers = {} if exc.status == 403 else {"WWW-Authenticate": 'Bearer realm="tokenwire"'}
+    return ApiError(exc.status, code, exc.reason, headers=headers)
+
+
+async def _api_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(
+        exc.status, exc.code, exc.message, headers=exc.headers, details=exc.details
+    )
+
+
+async def _token_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StreamTokenError)
+    return await _api_error(request, token_error(exc))
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error path=%s error=%r", request.url.path, exc)
+    return error_response(500, "internal", "internal error")
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: _api_error,
+    StreamTokenError: _token_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}

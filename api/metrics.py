@@ -1,0 +1,80 @@
+"""The edge's Prometheus metrics, in a registry of its own per app.
+
+Labels are bounded on purpose: never a session, request or user id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+
+# Outcomes of POST /v1/chat; the label takes no other value.
+OUTCOMES = (
+    "accepted",
+    "bad_request",
+    "invalid",
+    "unauthorized",
+    "forbidden",
+    "rate_limited",
+    "unavailable",
+)
+
+
+class EdgeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "tokenwire_edge_requests",
+            "POST /v1/chat requests by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.sse_connections = Gauge(
+            "tokenwire_edge_sse_connections",
+            "SSE connections currently streaming.",
+            registry=self.registry,
+        )
+        self.sse_events = Counter(
+            "tokenwire_edge_sse_events",
+            "Session events sent to SSE clients.",
+            registry=self.registry,
+        )
+        self.slow_client_closes = Counter(
+            "tokenwire_edge_slow_client_closes",
+            "SSE connections closed because the client fell behind.",
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "tokenwire_edge_rate_limited",
+            "POST /v1/chat requests refused by the per-user rate limit.",
+            registry=self.registry,
+        )
+        self.hub_sessions = Gauge(
+            "tokenwire_edge_hub_sessions",
+            "Sessions the shared consumer currently follows.",
+            registry=self.registry,
+        )
+        for outcome in OUTCOMES:
+            self.requests.labels(outcome=outcome)
+
+    def outcome(self, outcome: str) -> None:
+        self.requests.labels(outcome=outcome).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def metrics_endpoint(metrics: EdgeMetrics) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(_: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return endpoint

@@ -1,0 +1,81 @@
+"""Everything the edge holds for its lifetime: Kafka clients, the hub, limiter and metrics.
+
+Started and stopped by the app's lifespan; on a failed start whatever did start is closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from api.metrics import EdgeMetrics
+from api.rate_limit import RateLimiter
+from api.session_hub import SessionHub
+from tokenwire.kafka_clients import new_admin, new_producer
+from tokenwire.settings import Settings
+from tokenwire.topics import SessionTopics
+
+log = logging.getLogger(__name__)
+
+CLIENT_ID = "tokenwire-edge"
+
+
+class EdgeRuntime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = EdgeMetrics()
+        self.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        self.hub = SessionHub(
+            settings, self.metrics, client_id=f"{CLIENT_ID}-hub",
+            on_topic_deleted=self._forget_topic,
+        )
+        self._producer: AIOKafkaProducer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._session_topics: SessionTopics | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("edge runtime is not started")
+        return self._producer
+
+    @property
+    def session_topics(self) -> SessionTopics:
+        if self._session_topics is None:
+            raise RuntimeError("edge runtime is not started")
+        return self._session_topics
+
+    async def start(self) -> None:
+        stack = contextlib.AsyncExitStack()
+        try:
+            producer = new_producer(self.settings.kafka_bootstrap, client_id=f"{CLIENT_ID}-ingress")
+            stack.push_async_callback(producer.stop)
+            await producer.start()
+            admin = new_admin(self.settings.kafka_bootstrap, client_id=f"{CLIENT_ID}-admin")
+            stack.push_async_callback(admin.close)
+            await admin.start()
+            stack.push_async_callback(self.hub.stop)
+            await self.hub.start()
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._producer, self._admin = producer, admin
+        self._session_topics = SessionTopics(self.settings, admin)
+        self._stack = stack
+        log.info("edge runtime started bootstrap=%s", self.settings.kafka_bootstrap)
+
+    async def stop(self) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+        self._producer = self._admin = self._session_topics = None
+        log.info("edge runtime stopped")
+
+    def _forget_topic(self, topic: str) -> None:
+        # A deleted session topic must be created again by the next POST into that session.
+        if self._session_topics is not None:
+            self._session_topics.forget(topic)

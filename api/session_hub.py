@@ -1,0 +1,326 @@
+"""One Kafka consumer per edge process, shared by every SSE connection.
+
+The hub owns a single ``AIOKafkaConsumer`` (no group, manual ``assign()``) and one task, the
+loop, that is the only caller of ``getmany``/``assign``/``seek``/``pause``. The assignment is
+exactly the session topics that have readers. Records go into each session's ``SessionFeed``;
+readers (``Subscription``) follow it at their own cursor.
+
+- Resume: a reader that wants an offset below the cache's base rewinds the feed (the loop seeks
+  the partition back); readers ahead of it wait for the re-read and filter by cursor.
+- Flow control: a full cache whose oldest entry a reader still wants pauses the partition instead
+  of evicting; a reader that holds such a pause longer than ``sse_send_timeout_s`` is closed.
+- Slow readers: a live reader with more than ``sse_client_buffer`` events unread when new ones
+  arrive is closed; its client resumes with Last-Event-ID, losing nothing.
+- Release: when a session's last reader leaves, its partition is unassigned and its feed dropped.
+- Deletion: a followed session topic gone from the metadata ends its readers' streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from pydantic import ValidationError
+
+from api.metrics import EdgeMetrics
+from api.session_feed import (
+    CLOSED_DELETED,
+    CLOSED_SHUTDOWN,
+    CLOSED_SLOW,
+    Entry,
+    SessionFeed,
+    Subscription,
+)
+from api.terminal_index import TerminalIndex
+from schemas.session_events import TERMINAL_TYPES, parse_session_event
+from tokenwire.kafka_clients import new_consumer
+from tokenwire.settings import Settings
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 50
+MAX_RECORDS = 2_000
+METADATA_TIMEOUT_S = 5.0
+# A topic not there yet is looked for often; an assigned one is checked for deletion less often.
+PENDING_RECHECK_S = 0.5
+ASSIGNED_RECHECK_S = 2.0
+ERROR_BACKOFF_S = 0.5
+LOOKUP_IDLE_S = 1.0
+
+
+class SessionHub:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: EdgeMetrics,
+        *,
+        client_id: str = "tokenwire-edge",
+        on_topic_deleted: Callable[[str], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._client_id = client_id
+        self._on_topic_deleted = on_topic_deleted
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._feeds: dict[str, SessionFeed] = {}
+        self._assigned: set[TopicPartition] = set()
+        self._paused: set[TopicPartition] = set()
+        self._changed = asyncio.Event()
+        self._next_metadata_check = 0.0
+        self._terminals = TerminalIndex()
+        self._closed = False
+        self.consumers_created = 0
+
+    # --- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        consumer = new_consumer(self._settings.kafka_bootstrap, client_id=self._client_id)
+        self.consumers_created += 1
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run(), name="tokenwire-session-hub")
+        log.info("session hub started client_id=%s", self._client_id)
+
+    async def stop(self) -> None:
+        self._closed = True
+        self.drain()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+        log.info("session hub stopped client_id=%s", self._client_id)
+
+    def drain(self) -> None:
+        """End every stream now (server shutdown); clients reconnect with Last-Event-ID."""
+        for feed in self._feeds.values():
+            feed.close_all(CLOSED_SHUTDOWN)
+        self._changed.set()
+
+    # --- readers ------------------------------------------------------------------------
+    def subscribe(self, session_id: str, start: int) -> Subscription:
+        """A reader of ``session_id`` from offset ``start``; call ``leave()`` when done."""
+        sub = Subscription(session_id, start, self._leave)
+        if self._closed:
+            sub.close(CLOSED_SHUTDOWN)
+            return sub
+        topic = self._settings.session_topic(session_id)
+        feed = self._feeds.get(topic)
+        if feed is None:
+            feed = self._feeds[topic] = SessionFeed(
+                topic, self._settings.session_cache_events, start
+            )
+            self._next_metadata_check = 0.0
+        elif start < feed.base:
+            log.info("rewinding session feed topic=%s from=%d to=%d", topic, feed.base, start)
+            feed.rewind(start)
+        sub.feed = feed
+        feed.subscribers.add(sub)
+        self._changed.set()
+        return sub
+
+    def _leave(self, sub: Subscription) -> None:
+        feed = sub.feed
+        if feed is not None:
+            feed.subscribers.discard(sub)
+            if not feed.subscribers:
+                self._changed.set()
+
+    def known_terminal(self, session_id: str, request_id: str) -> int | None:
+        return self._terminals.get(self._settings.session_topic(session_id), request_id)
+
+    async def find_terminal(
+        self, session_id: str, request_id: str, *, upto: int, timeout_s: float
+    ) -> int | None:
+        """The offset of ``request_id``'s done/error event if it is at or before ``upto``.
+
+        Read through the shared feed from offset 0. A lookup that makes no progress for
+        ``LOOKUP_IDLE_S`` (``upto`` past the end of the topic) or runs out of time answers None.
+        """
+        known = self.known_terminal(session_id, request_id)
+        if known is not None:
+            return known if known <= upto else None
+        sub = self.subscribe(session_id, 0)
+        try:
+            async with asyncio.timeout(timeout_s):
+                while sub.cursor <= upto:
+                    entry = await asyncio.wait_for(
+                        sub.next(give_up_if_missing=True), LOOKUP_IDLE_S
+                    )
+                    if entry is None or entry.offset > upto:
+                        return None
+                    if entry.request_id == request_id and entry.type in TERMINAL_TYPES:
+                        return entry.offset
+        except TimeoutError:
+            log.info("terminal lookup gave up session=%s upto=%d", session_id, upto)
+        finally:
+            sub.leave()
+        return None
+
+    # --- introspection (readiness, tests) -----------------------------------------------
+    def assigned_topics(self) -> set[str]:
+        if self._consumer is None:
+            return set()
+        return {tp.topic for tp in self._consumer.assignment()}
+
+    def session_topics(self) -> set[str]:
+        return set(self._feeds)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def broker_topics(self, timeout_s: float) -> set[str]:
+        """All topic names, via the hub's consumer: proves the broker answers."""
+        if self._consumer is None or not self.running:
+            raise RuntimeError("session hub is not running")
+        topics: set[str] = await asyncio.wait_for(self._consumer.topics(), timeout_s)
+        return topics
+
+    # --- the loop -----------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop must outlive any single Kafka hiccup
+                log.warning("session hub step failed error=%r", exc)
+                await asyncio.sleep(ERROR_BACKOFF_S)
+
+    async def _step(self) -> None:
+        assert self._consumer is not None
+        self._changed.clear()
+        await self._refresh_metadata()
+        self._sync_assignment()
+        if not self._assigned:
+            await self._idle()
+            return
+        batch = await self._consumer.getmany(timeout_ms=POLL_MS, max_records=MAX_RECORDS)
+        for tp, records in batch.items():
+            self._deliver(tp, records)
+
+    async def _idle(self) -> None:
+        timeout = None
+        if any(not feed.active for feed in self._feeds.values()):
+            timeout = max(0.0, self._next_metadata_check - time.monotonic())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    async def _refresh_metadata(self) -> None:
+        now = time.monotonic()
+        if not self._feeds or now < self._next_metadata_check:
+            return
+        assert self._consumer is not None
+        topics = await asyncio.wait_for(self._consumer.topics(), METADATA_TIMEOUT_S)
+        for feed in list(self._feeds.values()):
+            if feed.topic in topics:
+                feed.active, feed.missing = True, False
+            elif feed.active:
+                self._drop_deleted(feed)
+            elif not feed.missing:
+                feed.missing = True
+                feed.wake_all()
+        pending = any(not feed.active for feed in self._feeds.values())
+        self._next_metadata_check = now + (PENDING_RECHECK_S if pending else ASSIGNED_RECHECK_S)
+
+    def _drop_deleted(self, feed: SessionFeed) -> None:
+        log.warning("session topic deleted while followed topic=%s", feed.topic)
+        feed.close_all(CLOSED_DELETED)
+        del self._feeds[feed.topic]
+        self._terminals.forget_topic(feed.topic)
+        if self._on_topic_deleted is not None:
+            self._on_topic_deleted(feed.topic)
+
+    def _sync_assignment(self) -> None:
+        assert self._consumer is not None
+        for topic in [topic for topic, feed in self._feeds.items() if not feed.subscribers]:
+            del self._feeds[topic]
+        active = [feed for feed in self._feeds.values() if feed.active]
+        desired = {TopicPartition(feed.topic, 0) for feed in active}
+        if desired != self._assigned:
+            if desired:
+                self._consumer.assign(sorted(desired))
+            else:
+                self._consumer.unsubscribe()
+            # A new assignment forgets every position and pause: re-apply them all.
+            self._assigned, self._paused = desired, set()
+            for feed in active:
+                feed.needs_seek = True
+            self._metrics.hub_sessions.set(len(desired))
+            log.info("session hub assignment sessions=%d", len(desired))
+        now = time.monotonic()
+        for feed in active:
+            self._sync_partition(feed, now)
+
+    def _sync_partition(self, feed: SessionFeed, now: float) -> None:
+        assert self._consumer is not None
+        tp = TopicPartition(feed.topic, 0)
+        if feed.needs_seek:
+            self._consumer.seek(tp, feed.next_offset)
+            feed.needs_seek = False
+        if feed.paused_since is not None:
+            if not feed.head_needed():
+                feed.paused_since = None
+            elif now - feed.paused_since >= self._settings.sse_send_timeout_s:
+                for sub in feed.readers_at_head():
+                    self._close_slow(feed, sub, why="stalled at cache head")
+                feed.paused_since = None
+        want_paused = feed.paused_since is not None
+        if want_paused and tp not in self._paused:
+            self._consumer.pause(tp)
+            self._paused.add(tp)
+        elif not want_paused and tp in self._paused:
+            self._consumer.resume(tp)
+            self._paused.discard(tp)
+
+    def _deliver(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        feed = self._feeds.get(tp.topic)
+        if feed is None or not feed.active or feed.needs_seek:
+            return  # fetched before a seek or a release: not from the position we want
+        pending_before = feed.next_offset
+        decoded = [(record.offset, self._entry(tp.topic, record)) for record in records]
+        stopped_at = feed.append(decoded)
+        if stopped_at is not None:
+            feed.needs_seek = True
+            feed.paused_since = time.monotonic()
+        self._terminals.remember(tp.topic, (entry for _, entry in decoded))
+        for sub in feed.slow_readers(pending_before, self._settings.sse_client_buffer):
+            self._close_slow(feed, sub, why="backlog over sse_client_buffer")
+        feed.wake_all()
+
+    def _close_slow(self, feed: SessionFeed, sub: Subscription, *, why: str) -> None:
+        feed.subscribers.discard(sub)
+        sub.close(CLOSED_SLOW)
+        self._metrics.slow_client_closes.inc()
+        log.info(
+            "closing slow client topic=%s cursor=%d next_offset=%d why=%s",
+            feed.topic, sub.cursor, feed.next_offset, why,
+        )
+
+    @staticmethod
+    def _entry(topic: str, record: ConsumerRecord) -> Entry | None:
+        raw = record.value
+        if raw is None:
+            return None
+        try:
+            text = raw.decode("utf-8")
+            event = parse_session_event(text)
+        except (UnicodeDecodeError, ValidationError) as exc:
+            log.warning(
+                "skipping record that is not a session event topic=%s offset=%d error=%s",
+                topic, record.offset, type(exc).__name__,
+            )
+            return None
+        return Entry(record.offset, event.type, event.request_id, text)

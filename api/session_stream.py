@@ -1,0 +1,183 @@
+"""``GET /v1/sessions/{session_id}/events``: a session's events over SSE, resumable exactly.
+
+Wire format, one SSE event per session event::
+
+    id: <the event's offset in chat.session.<id>>
+    event: <start|retry|token|done|error>
+    data: <the event JSON exactly as stored in Kafka>
+
+The stream opens with ``retry: <sse_retry_ms>`` and carries ``: ping`` comments every
+``sse_ping_s``. Where to start: ``Last-Event-ID: N`` → offset N+1 (it wins, since EventSource
+resends the same URL on reconnect), else ``?from=N`` → offset N, else the topic's beginning.
+``?until=done&request_id=R`` ends the stream after R's done/error event; a client whose
+position is already past that event gets 204, which stops EventSource from reconnecting.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from api.errors import ApiError, token_error
+from api.runtime import EdgeRuntime
+from api.session_feed import CLOSED_SHUTDOWN, Subscription
+from api.stream_tokens import bearer_token, verify_token
+from schemas.common import SESSION_ID_PATTERN
+from schemas.session_events import TERMINAL_TYPES
+from tokenwire.errors import StreamTokenError
+
+log = logging.getLogger(__name__)
+
+SESSION_ID = re.compile(SESSION_ID_PATTERN)
+OFFSET = re.compile(r"[0-9]{1,19}")
+MAX_OFFSET = 2**63 - 1
+TERMINAL_LOOKUP_TIMEOUT_S = 5.0
+# How long sse-starlette lets a stream end by itself on shutdown before cancelling it; below
+# uvicorn's graceful shutdown timeout.
+SHUTDOWN_GRACE_S = 2.0
+
+
+@dataclass(frozen=True)
+class StreamParams:
+    session_id: str
+    start: int
+    # The last offset the client already has, if it said so: for the "already finished" check.
+    last_seen: int | None
+    until_request: str | None
+
+
+class _ShutdownSignal:
+    """sse-starlette's ``shutdown_event`` for one stream: setting it ends the subscription.
+
+    sse-starlette sets the event when the server shuts down and then waits up to
+    ``shutdown_grace_period`` for the generator to finish. Closing the subscription on ``set()``
+    makes the generator return at once, so the response ends cleanly instead of being cancelled,
+    without a waiter task per connection.
+    """
+
+    def __init__(self) -> None:
+        self.is_set = False
+        self.subscription: Subscription | None = None
+
+    def set(self) -> None:
+        self.is_set = True
+        if self.subscription is not None:
+            self.subscription.close(CLOSED_SHUTDOWN)
+
+    def attach(self, subscription: Subscription) -> None:
+        self.subscription = subscription
+        if self.is_set:
+            subscription.close(CLOSED_SHUTDOWN)
+
+
+class _EdgeEventSourceResponse(EventSourceResponse):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            # A client that took no bytes for sse_send_timeout_s: dropping it is the point.
+            log.info("sse send timed out path=%s", scope.get("path"))
+
+
+async def session_events(request: Request) -> Response:
+    runtime: EdgeRuntime = request.app.state.runtime
+    params = _params(request)
+    try:
+        verify_token(
+            runtime.settings, bearer_token(request, allow_query=True),
+            session_id=params.session_id,
+        )
+    except StreamTokenError as exc:
+        raise token_error(exc) from exc
+    if await _already_finished(runtime, params):
+        return Response(status_code=204)
+    settings = runtime.settings
+    shutdown = _ShutdownSignal()
+    return _EdgeEventSourceResponse(
+        _stream(runtime, params, shutdown),
+        ping=settings.sse_ping_s,
+        send_timeout=settings.sse_send_timeout_s,
+        sep="\n",
+        shutdown_event=cast(Any, shutdown),
+        shutdown_grace_period=SHUTDOWN_GRACE_S,
+    )
+
+
+def _params(request: Request) -> StreamParams:
+    session_id = request.path_params["session_id"]
+    if not SESSION_ID.fullmatch(session_id):
+        raise ApiError(400, "invalid_session_id", f"session id must match {SESSION_ID_PATTERN}")
+    last_event_id = _offset(request.headers.get("last-event-id"), "Last-Event-ID")
+    from_offset = _offset(request.query_params.get("from"), "from")
+    if last_event_id is not None:
+        start, last_seen = last_event_id + 1, last_event_id
+    elif from_offset is not None:
+        start, last_seen = from_offset, (from_offset - 1 if from_offset > 0 else None)
+    else:
+        start, last_seen = 0, None
+    return StreamParams(session_id, start, last_seen, _until_request(request))
+
+
+def _offset(raw: str | None, name: str) -> int | None:
+    if raw is None or raw.strip() == "":
+        return None
+    if not OFFSET.fullmatch(raw.strip()) or int(raw) > MAX_OFFSET:
+        raise ApiError(400, "bad_request", f"{name} must be a non-negative integer offset")
+    return int(raw)
+
+
+def _until_request(request: Request) -> str | None:
+    until = request.query_params.get("until")
+    if until is None:
+        return None
+    request_id = request.query_params.get("request_id", "")
+    if until != "done" or not 1 <= len(request_id) <= 64:
+        raise ApiError(400, "bad_request", "until=done requires request_id (1-64 characters)")
+    return request_id
+
+
+async def _already_finished(runtime: EdgeRuntime, params: StreamParams) -> bool:
+    if params.until_request is None or params.last_seen is None:
+        return False
+    terminal = await runtime.hub.find_terminal(
+        params.session_id, params.until_request,
+        upto=params.last_seen, timeout_s=TERMINAL_LOOKUP_TIMEOUT_S,
+    )
+    return terminal is not None
+
+
+async def _stream(
+    runtime: EdgeRuntime, params: StreamParams, shutdown: _ShutdownSignal
+) -> AsyncIterator[ServerSentEvent]:
+    # Subscribed here, not in the handler: a response that never streams (HEAD) holds nothing.
+    sub = runtime.hub.subscribe(params.session_id, params.start)
+    shutdown.attach(sub)
+    metrics = runtime.metrics
+    metrics.sse_connections.inc()
+    sent, reason = 0, "disconnected"
+    try:
+        yield ServerSentEvent(retry=runtime.settings.sse_retry_ms)
+        while (entry := await sub.next()) is not None:
+            yield ServerSentEvent(entry.data, event=entry.type, id=str(entry.offset))
+            metrics.sse_events.inc()
+            sent += 1
+            if entry.request_id == params.until_request and entry.type in TERMINAL_TYPES:
+                reason = "until_done"
+                return
+        reason = sub.closed_reason or "closed"
+    finally:
+        sub.leave()
+        metrics.sse_connections.dec()
+        log.info(
+            "sse stream ended session=%s start=%d events=%d reason=%s",
+            params.session_id, params.start, sent, reason,
+        )
