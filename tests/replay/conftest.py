@@ -1,0 +1,101 @@
+"""Fixtures for the replay specifications: a producer, an admin client, fresh scripted logs, and
+``replay(settings, *argv)`` running the real ``tokenwire replay`` argument parsing and command."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tests.fixtures.sse_client import Received, read_session
+from tests.replay.scripted_log import ScriptedLog, replay_settings
+from tokenwire.cli import build_parser
+from tokenwire.kafka_clients import new_admin, new_producer
+from tokenwire.replay.cli import run
+from tokenwire.settings import Settings
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    out: str
+
+    def jsonl(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.out.splitlines()]
+
+
+Replay = Callable[..., Awaitable[CliResult]]
+
+
+@pytest.fixture(scope="session")
+async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    client = new_producer(kafka_bootstrap, client_id="replay-tests")
+    await client.start()
+    yield client
+    await client.stop()
+
+
+@pytest.fixture(scope="session")
+async def admin(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
+    client = new_admin(kafka_bootstrap, client_id="replay-tests-admin")
+    await client.start()
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def scripted(
+    kafka_bootstrap: str, producer: AIOKafkaProducer, admin: AIOKafkaAdminClient, unique_name: Any
+) -> AsyncIterator[ScriptedLog]:
+    """A log on topics no other test uses (session topics included), deleted afterwards."""
+    tag = unique_name("rp")
+    yield ScriptedLog(replay_settings(kafka_bootstrap, tag), producer, admin)
+    ours = [t for t in await admin.list_topics() if t.startswith(f"{tag}.")]
+    if ours:
+        await admin.delete_topics(ours)
+
+
+@pytest.fixture
+def replay() -> Replay:
+    async def invoke(settings: Settings, *argv: str) -> CliResult:
+        args = build_parser().parse_args(["replay", *argv])
+        out = io.StringIO()
+        # The command runs its own event loop (asyncio.run), as from the console script.
+        code = await asyncio.to_thread(run, args, settings, out=out)
+        return CliResult(code, out.getvalue())
+
+    return invoke
+
+
+@dataclass(frozen=True)
+class Chat:
+    session_id: str
+    request_id: str
+    token: str
+    received: list[Received]
+
+
+async def chat(edge_url: str, text: str, session: Chat | None = None, user_id: str = "auditee"
+               ) -> Chat:
+    """POST /v1/chat (into ``session``'s session if given) and read the answer as a client."""
+    body: dict[str, Any] = {"user_id": user_id, "messages": [{"role": "user", "content": text}]}
+    headers = {}
+    if session is not None:
+        body["session_id"] = session.session_id
+        headers["Authorization"] = f"Bearer {session.token}"
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.post(f"{edge_url}/v1/chat", json=body, headers=headers)
+    assert response.status_code == 202, response.text
+    posted = response.json()
+    token = posted.get("stream_token") or (session.token if session else "")
+    received = await read_session(edge_url, posted["session_id"], token,
+                                  request_id=posted["request_id"])
+    return Chat(posted["session_id"], posted["request_id"], token, received)

@@ -1,0 +1,265 @@
+"""Scripted audit logs: real records built from the schema models, produced to fresh topics.
+
+``Stream`` numbers one request's session events as the worker does (``seq`` from 0 per attempt),
+``ScriptedLog`` produces requests, events, lifecycle records and dead letters with explicit
+record timestamps, and ``copy_session`` copies one session's slice of a real pipeline's log into
+fresh topics so that it can be tampered with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import BaseModel
+
+from schemas import dead_letter as dl
+from schemas.lifecycle import Accepted, Completed, Failed
+from schemas.requests import ChatMessage, ChatRequest
+from schemas.session_events import (
+    DoneEvent,
+    ErrorEvent,
+    RetryEvent,
+    SessionEvent,
+    StartEvent,
+    Timings,
+    TokenEvent,
+    Usage,
+)
+from tokenwire.replay.log_reader import LogReader, Record
+from tokenwire.settings import Settings
+from tokenwire.topics import create_topics, ensure_core_topics, session_topic_spec
+
+MODEL = "gpt-test"
+
+
+def replay_settings(bootstrap: str, tag: str, **overrides: Any) -> Settings:
+    """Settings whose every topic (session topics included) is new and named after ``tag``."""
+    values: dict[str, Any] = {
+        "kafka_bootstrap": bootstrap,
+        "requests_topic": f"{tag}.requests",
+        "requests_partitions": 2,
+        "events_topic": f"{tag}.events",
+        "alerts_topic": f"{tag}.alerts",
+        "dead_letter_topic": f"{tag}.dlq",
+        "session_topic_prefix": f"{tag}.session.",
+        "worker_id": f"{tag}-worker",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@dataclass
+class Stream:
+    request_id: str
+    session_id: str
+    at: float = field(default_factory=time.time)
+    attempt: int = 1
+    seq: int = 0
+
+    def _ids(self) -> dict[str, Any]:
+        ids = {
+            "request_id": self.request_id,
+            "session_id": self.session_id,
+            "attempt": self.attempt,
+            "seq": self.seq,
+        }
+        self.seq += 1
+        return ids
+
+    def start(self) -> StartEvent:
+        return StartEvent(**self._ids(), model=MODEL, accepted_at=self.at)
+
+    def token(self, text: str) -> TokenEvent:
+        return TokenEvent(**self._ids(), text=text, received_at=self.at + 0.1)
+
+    def retry(self, reason: str = "stream_cut") -> RetryEvent:
+        self.attempt, self.seq = self.attempt + 1, 0
+        return RetryEvent(**self._ids(), reason=reason, delay_s=0.05)
+
+    def timings(self) -> Timings:
+        return Timings(accepted_at=self.at, first_token_at=self.at + 0.1, finished_at=self.at + 1,
+                       ttft_s=0.1, duration_s=1.0)
+
+    def done(self, completion_tokens: int = 2) -> DoneEvent:
+        usage = Usage(prompt_tokens=5, completion_tokens=completion_tokens,
+                      total_tokens=5 + completion_tokens)
+        return DoneEvent(**self._ids(), finish_reason="stop", usage=usage, timings=self.timings())
+
+    def error(self, code: str = "http_400", message: str = "bad request") -> ErrorEvent:
+        return ErrorEvent(**self._ids(), code=code, message=message, retryable=False)
+
+
+class ScriptedLog:
+    def __init__(
+        self, settings: Settings, producer: AIOKafkaProducer, admin: AIOKafkaAdminClient
+    ) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.admin = admin
+
+    async def create(self, *session_ids: str) -> None:
+        await ensure_core_topics(self.settings)
+        await create_topics(self.admin, [session_topic_spec(self.settings, s) for s in session_ids])
+
+    async def _send(self, topic: str, value: bytes, key: str | None, at: float | None,
+                    **extra: Any) -> Any:
+        timestamp_ms = None if at is None else int(at * 1000)
+        return await self.producer.send_and_wait(
+            topic, value, key=None if key is None else key.encode(), timestamp_ms=timestamp_ms,
+            **extra,
+        )
+
+    async def request(self, session_id: str, request_id: str | None, text: str, *,
+                      user_id: str = "u-audit", at: float | None = None) -> ChatRequest:
+        chat = ChatRequest(request_id=request_id, session_id=session_id, user_id=user_id,
+                           messages=[ChatMessage(role="user", content=text)], model=MODEL)
+        await self._send(self.settings.requests_topic, chat.model_dump_json().encode(),
+                         session_id, at)
+        return chat
+
+    async def raw_request(self, raw: bytes, key: str, at: float | None = None) -> Any:
+        return await self._send(self.settings.requests_topic, raw, key, at)
+
+    async def dead_letter(self, raw: bytes, key: str, source: Any, reason: str = dl.REASON_NOT_JSON,
+                          detail: str = "not valid JSON") -> None:
+        headers = [
+            (dl.REASON_HEADER, reason.encode()),
+            (dl.ERROR_HEADER, detail.encode()),
+            (dl.SOURCE_TOPIC_HEADER, source.topic.encode()),
+            (dl.SOURCE_PARTITION_HEADER, str(source.partition).encode()),
+            (dl.SOURCE_OFFSET_HEADER, str(source.offset).encode()),
+        ]
+        await self._send(self.settings.dead_letter_topic, raw, key, None, headers=headers)
+
+    async def events(self, *events: SessionEvent, at: float | None = None) -> None:
+        for event in events:
+            topic = self.settings.session_topic(event.session_id)
+            await self._send(topic, event.model_dump_json().encode(), event.session_id, at)
+
+    async def lifecycle(self, event: BaseModel, user_id: str = "u-audit",
+                        at: float | None = None) -> None:
+        await self._send(self.settings.events_topic, event.model_dump_json().encode(), user_id, at)
+
+    async def answered(self, stream: Stream, chat: ChatRequest, answer: str, *,
+                       retries: int = 0, at: float | None = None) -> None:
+        common = _common(chat)
+        await self.lifecycle(Accepted(**common, attempt=1, at=stream.at), at=at)
+        await self.lifecycle(
+            Completed(**common, attempt=stream.attempt, finish_reason="stop",
+                      usage=Usage(prompt_tokens=5, completion_tokens=2, total_tokens=7),
+                      timings=stream.timings(), retries=retries, answer=answer),
+            at=at,
+        )
+
+    async def failed(self, stream: Stream, chat: ChatRequest, at: float | None = None) -> None:
+        common = _common(chat)
+        await self.lifecycle(Accepted(**common, attempt=1, at=stream.at), at=at)
+        await self.lifecycle(
+            Failed(**common, attempt=stream.attempt, code="http_400", message="bad request",
+                   timings=stream.timings()),
+            at=at,
+        )
+
+
+def _common(chat: ChatRequest) -> dict[str, Any]:
+    assert chat.request_id is not None
+    return {"request_id": chat.request_id, "session_id": chat.session_id,
+            "user_id": chat.user_id, "model": MODEL}
+
+
+@dataclass(frozen=True)
+class StandardLog:
+    """A normal request, a retried one with a discarded partial attempt, a failed one, a DLQ."""
+
+    log: ScriptedLog
+    session_id: str
+    ok: Stream
+    retried: Stream
+    failed: Stream
+    bad_record: Any
+
+    @property
+    def settings(self) -> Settings:
+        return self.log.settings
+
+
+async def write_standard_log(log: ScriptedLog, session_id: str) -> StandardLog:
+    await log.create(session_id)
+    bad_raw = b"{not json"
+    bad = await log.raw_request(bad_raw, session_id)
+    await log.dead_letter(bad_raw, session_id, bad)
+
+    ok_chat = await log.request(session_id, "r-ok", "Hello")
+    ok = Stream("r-ok", session_id)
+    await log.events(ok.start(), ok.token("Hi"), ok.token(" there"), ok.done())
+    await log.answered(ok, ok_chat, "Hi there")
+
+    retry_chat = await log.request(session_id, "r-retry", "Tell me more")
+    retried = Stream("r-retry", session_id)
+    await log.events(retried.start(), retried.token("Par"), retried.token("tial"),
+                     retried.retry(), retried.token("Full"), retried.token(" answer"),
+                     retried.done())
+    await log.answered(retried, retry_chat, "Full answer", retries=1)
+
+    fail_chat = await log.request(session_id, "r-fail", "[[sim: fail=400]]")
+    failed = Stream("r-fail", session_id)
+    await log.events(failed.start(), failed.error())
+    await log.failed(failed, fail_chat)
+    return StandardLog(log, session_id, ok, retried, failed, bad)
+
+
+async def copy_session(
+    source: Settings, target: Settings, session_id: str, producer: AIOKafkaProducer,
+    admin: AIOKafkaAdminClient,
+) -> None:
+    """Copy one session's records (requests, session topic, lifecycle, dead letters) into
+    ``target``'s fresh topics, keeping partitions and timestamps; dead letters point at the
+    copies of their source records."""
+    await ScriptedLog(target, producer, admin).create(session_id)
+    moved: dict[tuple[int, int], Any] = {}
+    for record in await _read(source, source.requests_topic):
+        if record.key == session_id.encode():
+            moved[(record.partition, record.offset)] = await producer.send_and_wait(
+                target.requests_topic, record.value, key=record.key, partition=record.partition,
+                timestamp_ms=record.timestamp)
+    for record in sorted(await _read(source, source.session_topic(session_id)),
+                         key=lambda r: r.offset):
+        await producer.send_and_wait(target.session_topic(session_id), record.value,
+                                     key=record.key, timestamp_ms=record.timestamp)
+    for record in await _read(source, source.events_topic):
+        if json.loads(record.value or b"{}").get("session_id") == session_id:
+            await producer.send_and_wait(target.events_topic, record.value, key=record.key,
+                                         partition=record.partition, timestamp_ms=record.timestamp)
+    for record in await _read(source, source.dead_letter_topic):
+        if record.key != session_id.encode():
+            continue
+        headers = dict(record.headers)
+        copy = moved[(int(headers[dl.SOURCE_PARTITION_HEADER]),
+                      int(headers[dl.SOURCE_OFFSET_HEADER]))]
+        headers |= {dl.SOURCE_TOPIC_HEADER: target.requests_topic.encode(),
+                    dl.SOURCE_PARTITION_HEADER: str(copy.partition).encode(),
+                    dl.SOURCE_OFFSET_HEADER: str(copy.offset).encode()}
+        await producer.send_and_wait(target.dead_letter_topic, record.value, key=record.key,
+                                     timestamp_ms=record.timestamp, headers=list(headers.items()))
+
+
+async def _read(settings: Settings, topic: str) -> list[Record]:
+    async with LogReader(settings.kafka_bootstrap, client_id="replay-tests-copy") as reader:
+        return await reader.read(topic)
+
+
+async def delete_topic(admin: AIOKafkaAdminClient, settings: Settings, topic: str) -> None:
+    """Delete ``topic`` and wait until the broker's metadata no longer lists it."""
+    await admin.delete_topics([topic])
+    deadline = time.monotonic() + 30
+    async with LogReader(settings.kafka_bootstrap) as reader:
+        while reader.exists(topic):
+            assert time.monotonic() < deadline, f"{topic} still listed 30 s after deletion"
+            await asyncio.sleep(0.05)
+            await reader.refresh_topics()

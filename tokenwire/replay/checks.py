@@ -1,0 +1,340 @@
+"""The integrity checks of ``replay verify``: pure functions over what the log says.
+
+In scope are the requests accepted on the requests topic (decoded as the worker decodes them)
+for the given sessions and/or time range. Errors (any one fails the run):
+
+- ``terminal``: a request has no terminal event, more than one, or events after it;
+- ``attempt``: attempts go backwards, or the final attempt does not open with start/retry;
+- ``seq``: the final attempt's ``seq`` is not exactly 0, 1, 2, ... in log order;
+- ``unknown_request``: events on a session topic for a request not on the requests topic;
+- ``wrong_session``: an event on another session's topic; ``bad_record``: undecodable event;
+- ``lifecycle``: no (or more than one) ``completed``/``failed`` record on the lifecycle topic,
+  or one that contradicts the session topic (other status, other answer text);
+- ``duplicate_request``: one request id accepted more than once;
+- ``dead_letter``: a record the worker rejects that is not on the dead-letter topic.
+
+A session topic that is gone (janitor, retention) is checked against the lifecycle topic only,
+and the report says so. Dead letters in scope are summarised, not counted as errors.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from schemas.session_events import TERMINAL_TYPES
+from tokenwire.answers import fold
+from tokenwire.replay.audit_log import (
+    DeadLetter,
+    LoggedEvent,
+    LoggedOutcome,
+    LoggedRequest,
+    RequestLog,
+    SessionLog,
+)
+from tokenwire.settings import Settings
+
+Severity = Literal["error", "note"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity
+    check: str
+    message: str
+    session_id: str | None = None
+    request_id: str | None = None
+
+    def __str__(self) -> str:
+        subject = " ".join(
+            part
+            for part in (
+                f"session {self.session_id}" if self.session_id else "",
+                f"request {self.request_id}" if self.request_id else "",
+            )
+            if part
+        )
+        return f"[{self.check}] {subject + ': ' if subject else ''}{self.message}"
+
+
+def describe(logged: LoggedEvent) -> str:
+    e = logged.event
+    return f"{e.type} (attempt {e.attempt}, seq {e.seq}) at {logged.where}"
+
+
+def check_events(request_id: str, session_id: str, events: list[LoggedEvent]) -> list[Finding]:
+    """One request's events (log order): one terminal, attempts forward, final seq gap-free."""
+
+    def error(check: str, message: str) -> Finding:
+        return Finding("error", check, message, session_id, request_id)
+
+    terminals = [e for e in events if e.event.type in TERMINAL_TYPES]
+    if not terminals:
+        last = f", the last is {describe(events[-1])}" if events else ""
+        return [error("terminal", f"no terminal event ({len(events)} event(s){last})")]
+    findings = []
+    if len(terminals) > 1:
+        listed = "; ".join(describe(t) for t in terminals)
+        findings.append(error("terminal", f"{len(terminals)} terminal events: {listed}"))
+    after = [
+        e for e in events[events.index(terminals[0]) + 1 :] if e.event.type not in TERMINAL_TYPES
+    ]
+    if after:
+        findings.append(
+            error("terminal", f"{len(after)} event(s) after the terminal: {describe(after[0])}")
+        )
+    highest = 0
+    for logged in events:
+        if logged.event.attempt < highest:
+            findings.append(error("attempt", f"{describe(logged)} after attempt {highest} began"))
+        highest = max(highest, logged.event.attempt)
+    final = [e for e in events if e.event.attempt == highest]
+    opener = "start" if highest == 1 else "retry"
+    if final[0].event.type != opener:
+        findings.append(
+            error("attempt", f"attempt {highest} opens with {describe(final[0])}, not {opener}")
+        )
+    seqs = [e.event.seq for e in final]
+    if seqs != list(range(len(seqs))):
+        findings.append(error("seq", f"attempt {highest}: {_seq_problem(seqs)}"))
+    return findings
+
+
+def _seq_problem(seqs: list[int]) -> str:
+    parts = []
+    missing = sorted(set(range(max(seqs) + 1)) - set(seqs))
+    duplicated = sorted(s for s, n in Counter(seqs).items() if n > 1)
+    if missing:
+        parts.append(f"missing seq {_short(missing)}")
+    if duplicated:
+        parts.append(f"duplicated seq {_short(duplicated)}")
+    if not parts or sorted(seqs) != seqs:
+        parts.append("out of order")
+    return f"seq not gap-free ({', '.join(parts)}; {len(seqs)} event(s))"
+
+
+def _short(values: list[int]) -> str:
+    return ", ".join(map(str, values[:10])) + (", ..." if len(values) > 10 else "")
+
+
+def _first_difference(a: str, b: str) -> int:
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def check_outcomes(
+    request_id: str,
+    session_id: str,
+    events: list[LoggedEvent] | None,
+    outcomes: list[LoggedOutcome],
+    events_topic: str,
+) -> list[Finding]:
+    """The lifecycle record against the session topic (``events=None``: the topic is gone)."""
+
+    def error(check: str, message: str) -> Finding:
+        return Finding("error", check, message, session_id, request_id)
+
+    terminals = [e for e in events or [] if e.event.type in TERMINAL_TYPES]
+    if not outcomes:
+        if events is None:
+            return [error("terminal", f"session events gone and nothing on {events_topic}")]
+        if terminals:  # without a terminal the request is already reported unfinished
+            return [error("lifecycle", f"no completed/failed record on {events_topic}")]
+        return []
+    if len(outcomes) > 1:
+        listed = "; ".join(f"{o.event.type} at {o.where}" for o in outcomes)
+        return [error("lifecycle", f"{len(outcomes)} outcome records: {listed}")]
+    outcome = outcomes[0]
+    if events is None or len(terminals) != 1:
+        return []
+    expected = "completed" if terminals[0].event.type == "done" else "failed"
+    if outcome.event.type != expected:
+        return [
+            error(
+                "lifecycle",
+                f"{outcome.event.type} at {outcome.where} but the session topic ends with "
+                f"{describe(terminals[0])}",
+            )
+        ]
+    if outcome.event.type == "completed":
+        text = fold(e.event.model_dump() for e in events)[request_id].text
+        if outcome.event.answer != text:
+            at = _first_difference(text, outcome.event.answer)
+            return [
+                error(
+                    "lifecycle",
+                    f"the answer at {outcome.where} differs from the session topic's text at "
+                    f"character {at} ({len(outcome.event.answer)} vs {len(text)} characters)",
+                )
+            ]
+    return []
+
+
+def check_duplicates(accepted: list[LoggedRequest]) -> list[Finding]:
+    copies: dict[str, list[LoggedRequest]] = defaultdict(list)
+    for request in accepted:
+        copies[request.request_id].append(request)
+    return [
+        Finding(
+            "error",
+            "duplicate_request",
+            f"accepted {len(same)} times: {', '.join(str(r.where) for r in same)}",
+            same[0].request.session_id,
+            request_id,
+        )
+        for request_id, same in copies.items()
+        if len(same) > 1
+    ]
+
+
+def check_session(
+    settings: Settings,
+    log: SessionLog,
+    requests: list[LoggedRequest],
+    outcomes_of: Mapping[str, list[LoggedOutcome]],
+) -> list[Finding]:
+    """The requests of one session (one per id) against its topic, or the lifecycle topic."""
+    findings: list[Finding] = []
+    session, fallback = log.session_id, 0
+    for request in requests:
+        request_id = request.request_id
+        events = log.for_request(request_id)
+        mine = outcomes_of.get(request_id, [])
+        if log.cut_by_retention(events):
+            fallback += 1
+            findings += check_outcomes(request_id, session, None, mine, settings.events_topic)
+        elif events:
+            findings += check_events(request_id, session, events)
+            findings += check_outcomes(request_id, session, events, mine, settings.events_topic)
+        else:
+            message = f"no events on {log.topic}"
+            if mine:
+                message += f" (yet {mine[0].event.type} at {mine[0].where})"
+            findings.append(Finding("error", "terminal", message, session, request_id))
+    if fallback:
+        state = "is truncated by retention" if log.exists else "is gone"
+        findings.append(
+            Finding(
+                "note",
+                "fallback",
+                f"{log.topic} {state}: {fallback} request(s) checked against "
+                f"{settings.events_topic} only (one completed/failed each; no seq or attempt "
+                "checks)",
+                session,
+            )
+        )
+    findings += [
+        Finding("error", "bad_record", f"undecodable event at {bad.where}: {bad.error}", session)
+        for bad in log.bad
+    ]
+    return findings
+
+
+@dataclass(frozen=True)
+class Strays:
+    """Events on a session topic for a request that is not in scope (yet): kept as a summary."""
+
+    session_id: str
+    count: int
+    first: str
+
+
+def check_placement(
+    log: SessionLog, session_of: Mapping[str, str]
+) -> tuple[list[Finding], dict[str, Strays]]:
+    """Events on the wrong session's topic, and the strays (requests ``session_of`` lacks)."""
+    findings: list[Finding] = []
+    strays: dict[str, Strays] = {}
+    session = log.session_id
+    by_request: dict[str, list[LoggedEvent]] = defaultdict(list)
+    for logged in log.events:
+        by_request[logged.event.request_id].append(logged)
+    for request_id, events in by_request.items():
+        owners = {e.event.session_id for e in events} | {session_of.get(request_id, session)}
+        if owners != {session}:
+            findings.append(
+                Finding(
+                    "error",
+                    "wrong_session",
+                    f"{len(events)} event(s) of session(s) {sorted(owners - {session})} "
+                    f"on {log.topic}, first {describe(events[0])}",
+                    session,
+                    request_id,
+                )
+            )
+        if request_id not in session_of:
+            strays[request_id] = Strays(session, len(events), describe(events[0]))
+    return findings, strays
+
+
+def check_strays(
+    settings: Settings, strays: Mapping[str, Strays], outside: set[str]
+) -> list[Finding]:
+    """Strays are errors unless their request is on the requests topic outside the time range."""
+    findings = [
+        Finding(
+            "error",
+            "unknown_request",
+            f"{s.count} event(s) for a request not on {settings.requests_topic}, first {s.first}",
+            s.session_id,
+            request_id,
+        )
+        for request_id, s in strays.items()
+        if request_id not in outside
+    ]
+    skipped = [s for request_id, s in strays.items() if request_id in outside]
+    if skipped:
+        findings.append(
+            Finding(
+                "note",
+                "out_of_range",
+                f"{sum(s.count for s in skipped)} event(s) of {len(skipped)} request(s) accepted "
+                "outside the time range were not checked",
+            )
+        )
+    return findings
+
+
+def check_dead_letters(
+    settings: Settings,
+    requests: RequestLog,
+    letters: list[DeadLetter],
+    sessions: set[str] | None,
+) -> tuple[list[DeadLetter], list[Finding]]:
+    in_scope = [
+        d
+        for d in letters
+        if d.source_topic == settings.requests_topic
+        and d.source_partition is not None
+        and d.source_offset is not None
+        and requests.covers(d.source_partition, d.source_offset)
+        and (sessions is None or d.key in sessions)
+    ]
+    by_source = Counter((d.source_partition, d.source_offset) for d in in_scope)
+    findings = []
+    for rejected in requests.rejected:
+        copies = by_source[(rejected.where.partition, rejected.where.offset)]
+        if copies == 0:
+            findings.append(
+                Finding(
+                    "error",
+                    "dead_letter",
+                    f"{rejected.where} is rejected ({rejected.reason}: {rejected.detail}) "
+                    f"but is not on {settings.dead_letter_topic}",
+                    rejected.key,
+                )
+            )
+        elif copies > 1:
+            findings.append(
+                Finding(
+                    "note",
+                    "dead_letter",
+                    f"{rejected.where} was dead-lettered {copies} times",
+                    rejected.key,
+                )
+            )
+    return in_scope, findings
