@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
-from api.stream_tokens import issue_token
 
+from api.stream_tokens import issue_token
 from tokenwire.settings import Settings
 
 
