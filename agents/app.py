@@ -8,10 +8,17 @@ from tokenwire.settings import Settings
 
 
 def create_app(settings: Settings) -> faust.App:
+    datadir = settings.state_dir / "faust" / settings.worker_id
+    datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.worker_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        # Faust keeps per-app files; outside the working tree, next to the local services' state.
+        datadir=str(datadir),
+        # A dead worker's partitions move after 10 s instead of Faust's default 60 s.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
         autodiscover=False,
         # Requests are keyed by session; no leader topic is needed (auto-creation is off).
         topic_disable_leader=True,
@@ -21,7 +28,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_interval=1.0,
         stream_buffer_maxsize=256,
         web_enabled=True,
-        web_bind="127.0.0.1",
+        web_bind=settings.worker_web_host,
         web_port=settings.worker_web_port,
         web_host="127.0.0.1",
     )

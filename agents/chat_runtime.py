@@ -67,9 +67,13 @@ class ChatRuntime(mode.Service):
 
     async def on_stop(self) -> None:
         await self.inflight.cancel()
-        await self.producer.stop()
-        await self.admin.close()
-        await self.client.close()
+        # on_start may have failed half-way: close what exists.
+        if (producer := getattr(self, "producer", None)) is not None:
+            await producer.stop()
+        if (admin := getattr(self, "admin", None)) is not None:
+            await admin.close()
+        if (client := getattr(self, "client", None)) is not None:
+            await client.close()
 
     # --- rebalance -----------------------------------------------------------------------
     async def on_assigned(self, sender: Any, assigned: set[TopicPartition], **_: Any) -> None:

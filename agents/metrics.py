@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import faust
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -59,11 +60,68 @@ class WorkerMetrics:
         )
         self.consumer_lag = Gauge(
             "tokenwire_worker_consumer_lag",
-            "Records behind the end of chat.requests.",
+            "Records behind the end of a consumed topic (chat.requests, chat.events), summed over "
+            "the partitions this worker owns.",
+            ["topic"],
             registry=r,
         )
         self.influx_write_failures = Counter(
             "tokenwire_worker_influx_write_failures_total",
-            "Points InfluxDB did not take.",
+            "Points InfluxDB did not take (per failed attempt; retried points count again).",
             registry=r,
         )
+        self.influx_points_written = Counter(
+            "tokenwire_worker_influx_points_written_total", "Points InfluxDB took.", registry=r
+        )
+        self.influx_points_dropped = Counter(
+            "tokenwire_worker_influx_points_dropped_total",
+            "Points given up on: buffer_full, rejected (malformed), shutdown (not flushed).",
+            ["reason"],
+            registry=r,
+        )
+        self.influx_buffer_points = Gauge(
+            "tokenwire_worker_influx_buffer_points", "Points waiting for InfluxDB.", registry=r
+        )
+        self.aggregate_events = Counter(
+            "tokenwire_worker_aggregate_events_total",
+            "Lifecycle events read by the aggregates, by outcome: applied, redelivered (skipped "
+            "by offset), invalid.",
+            ["outcome"],
+            registry=r,
+        )
+        self.late_events = Counter(
+            "tokenwire_worker_late_events_total",
+            "Lifecycle events beyond a window's grace period: counted, not applied.",
+            ["window"],
+            registry=r,
+        )
+        self.windows_closed = Counter(
+            "tokenwire_worker_windows_closed_total", "User windows closed.", registry=r
+        )
+        self.risk_alerts = Counter(
+            "tokenwire_worker_risk_alerts_total", "Risk alerts sent to chat.alerts.", registry=r
+        )
+
+
+def update_consumer_lag(app: faust.App, metrics: WorkerMetrics, topics: list[str]) -> None:
+    """Lag = high watermark - committed offset (the read position before the first commit)."""
+    consumer = app.consumer
+    committed = getattr(consumer, "_committed_offset", {})
+    read = getattr(consumer, "_read_offset", {})
+    lag = dict.fromkeys(topics, 0)
+    for tp in consumer.assignment():
+        if tp.topic not in lag:
+            continue
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # the partition was revoked in between: no figure this round
+            continue
+        if highwater is None:
+            continue
+        position = committed.get(tp)
+        if position is None:
+            last_read = read.get(tp)
+            position = 0 if last_read is None else last_read + 1
+        lag[tp.topic] += max(0, highwater - position)
+    for topic, value in lag.items():
+        metrics.consumer_lag.labels(topic).set(value)

@@ -62,10 +62,11 @@ async def read_history(bootstrap: str, topic: str, request_id: str) -> RequestHi
     await consumer.start()
     try:
         consumer.assign([tp])
+        start = (await consumer.beginning_offsets([tp]))[tp]
         end = (await consumer.end_offsets([tp]))[tp]
-        if end == 0:
+        if end <= start:
             return RequestHistory()
-        await consumer.seek_to_beginning(tp)
+        consumer.seek(tp, start)
         history = RequestHistory()
         while await consumer.position(tp) < end:
             batches = await consumer.getmany(tp, timeout_ms=READ_TIMEOUT_MS)

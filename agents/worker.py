@@ -1,14 +1,15 @@
-"""``tokenwire worker``: the Faust worker running the chat agent."""
+"""``tokenwire worker``: the Faust worker running the chat agent and the aggregates."""
 
 from __future__ import annotations
 
 import faust
 from faust.contrib.asgi import serve_asgi
 
+from agents.aggregates_agent import register_aggregates
 from agents.app import create_app
 from agents.chat_agent import register_chat_agent
 from agents.chat_runtime import ChatRuntime
-from agents.metrics import WorkerMetrics
+from agents.metrics import WorkerMetrics, update_consumer_lag
 from agents.web import create_worker_web
 from tokenwire.settings import Settings
 
@@ -18,10 +19,16 @@ def build_worker_app(settings: Settings) -> tuple[faust.App, ChatRuntime]:
     runtime = ChatRuntime(settings, WorkerMetrics())
     app.add_dependency(runtime)
     register_chat_agent(app, runtime)
+    register_aggregates(app, settings, settings.aggregates, runtime.metrics)
+
+    @app.timer(5.0, name="consumer-lag")
+    async def consumer_lag() -> None:
+        update_consumer_lag(app, runtime.metrics, [settings.requests_topic, settings.events_topic])
+
     serve_asgi(
         app,
         create_worker_web(runtime),
-        host="127.0.0.1",
+        host=settings.worker_web_host,
         port=settings.worker_web_port,
         log_level="warning",
     )

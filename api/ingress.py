@@ -57,7 +57,8 @@ async def post_chat(request: Request) -> JSONResponse:
     try:
         response = await _accept(runtime, request)
     except ApiError as exc:
-        runtime.metrics.outcome(OUTCOME_BY_STATUS.get(exc.status, "bad_request"))
+        outcome = "risk_throttled" if exc.code == "risk_throttled" else None
+        runtime.metrics.outcome(outcome or OUTCOME_BY_STATUS.get(exc.status, "bad_request"))
         raise
     runtime.metrics.outcome("accepted")
     return response
@@ -68,6 +69,7 @@ async def _accept(runtime: EdgeRuntime, request: Request) -> JSONResponse:
     chat = _validate(body, runtime)
     if body.get("session_id") is not None:
         _authorise(runtime, request, chat)
+    _risk_throttle(runtime, chat.user_id)
     _rate_limit(runtime, chat.user_id)
     await _publish(runtime, chat)
     token = issue_token(runtime.settings, session_id=chat.session_id, user_id=chat.user_id)
@@ -132,6 +134,18 @@ def _authorise(runtime: EdgeRuntime, request: Request, chat: ChatRequest) -> Non
         raise token_error(exc) from exc
     if claims.user_id != chat.user_id:
         raise ApiError(403, "forbidden", "user_id does not match the stream token's user")
+
+
+def _risk_throttle(runtime: EdgeRuntime, user_id: str) -> None:
+    """A user whose risk score raised an alert waits until the alert expires."""
+    reason = runtime.throttle.is_throttled(user_id)
+    if reason is None:
+        return
+    wait_s = runtime.throttle.retry_after_s(user_id) or 1.0
+    raise ApiError(
+        429, "risk_throttled", f"requests from this user are paused: {reason}",
+        headers={"Retry-After": retry_after_header(wait_s)},
+    )
 
 
 def _rate_limit(runtime: EdgeRuntime, user_id: str) -> None:

@@ -25,6 +25,7 @@ OUTCOMES = (
     "unauthorized",
     "forbidden",
     "rate_limited",
+    "risk_throttled",
     "unavailable",
 )
 

@@ -5,6 +5,7 @@ Started and stopped by the app's lifespan; on a failed start whatever did start 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -16,6 +17,7 @@ from api.rate_limit import RateLimiter
 from api.session_hub import SessionHub
 from tokenwire.kafka_clients import new_admin, new_producer
 from tokenwire.settings import Settings
+from tokenwire.throttle import AlertThrottle, follow_alerts
 from tokenwire.topics import SessionTopics
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,8 @@ class EdgeRuntime:
         self.settings = settings
         self.metrics = EdgeMetrics()
         self.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        # Users with a live risk alert on chat.alerts (see tokenwire/throttle.py).
+        self.throttle = AlertThrottle()
         self.hub = SessionHub(
             settings, self.metrics, client_id=f"{CLIENT_ID}-hub",
             on_topic_deleted=self._forget_topic,
@@ -60,6 +64,11 @@ class EdgeRuntime:
             await admin.start()
             stack.push_async_callback(self.hub.stop)
             await self.hub.start()
+            alerts = asyncio.create_task(
+                follow_alerts(self.settings, self.throttle, client_id=f"{CLIENT_ID}-alerts"),
+                name="edge-follow-alerts",
+            )
+            stack.push_async_callback(_cancel, alerts)
         except BaseException:
             await stack.aclose()
             raise
@@ -79,3 +88,9 @@ class EdgeRuntime:
         # A deleted session topic must be created again by the next POST into that session.
         if self._session_topics is not None:
             self._session_topics.forget(topic)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from schemas.alerts import RiskAlert
 from schemas.lifecycle import LifecycleEvent
 from schemas.requests import ChatRequest
 from schemas.session_events import SessionEvent
@@ -18,6 +19,7 @@ EXPORTS: dict[str, TypeAdapter[Any]] = {
     "chat-request": TypeAdapter(ChatRequest),
     "session-event": TypeAdapter(SessionEvent),
     "lifecycle-event": TypeAdapter(LifecycleEvent),
+    "risk-alert": TypeAdapter(RiskAlert),
 }
 
 

@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tokenwire.aggregates_settings import AggregatesSettings
+
 CoalesceMode = Literal["chunk", "bounded"]
 
 
@@ -56,6 +58,8 @@ class Settings(BaseSettings):
     # --- Worker (Faust agents) ---------------------------------------------------------
     worker_id: str = "tokenwire-worker"
     worker_web_port: int = 6066
+    # 0.0.0.0 in a container, so Prometheus can scrape the worker.
+    worker_web_host: str = "127.0.0.1"
     worker_concurrency: int = Field(default=32, ge=1)
     coalesce_mode: CoalesceMode = "bounded"
     coalesce_max_chars: int = Field(default=32, ge=1)
@@ -104,6 +108,9 @@ class Settings(BaseSettings):
     )
     influx_port: int = 18086
     service_start_timeout_s: float = Field(default=120.0, gt=0)
+
+    # Windows, risk score and InfluxDB sink: a section of its own (TOKENWIRE_AGG_<FIELD>).
+    aggregates: AggregatesSettings = Field(default_factory=AggregatesSettings)
 
     log_level: str = "INFO"
 
