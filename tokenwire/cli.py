@@ -11,6 +11,8 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from tokenwire.bench.cli import add_arguments as add_bench_arguments
+from tokenwire.replay.cli import add_arguments as add_replay_arguments
 from tokenwire.settings import get_settings
 
 Handler = Callable[[argparse.Namespace], int]
@@ -105,21 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(handler=_token)
     replay = sub.add_parser("replay", help="audit: transcripts, integrity, rebuilt aggregates")
     replay.set_defaults(handler=_replay)
-    try:
-        from tokenwire.replay.cli import add_arguments as add_replay_arguments
-    except ImportError:
-        pass
-    else:
-        add_replay_arguments(replay)
+    add_replay_arguments(replay)
 
     bench = sub.add_parser("bench", help="latency/throughput benchmark against a direct relay")
     bench.set_defaults(handler=_bench)
-    try:
-        from tokenwire.bench.cli import add_arguments as add_bench_arguments
-    except ImportError:
-        pass
-    else:
-        add_bench_arguments(bench)
+    add_bench_arguments(bench)
     return parser
 
 

@@ -1,0 +1,36 @@
+"""``tokenwire bench``: the arguments, the run, and what is written (report, chart, table).
+
+Exit code 0 when every scenario was clean (no lost, duplicated or reordered token, no error);
+missed latency or memory targets are reported, not turned into a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from tokenwire.bench import chart, report
+from tokenwire.bench.config import add_arguments as _add_arguments
+from tokenwire.bench.config import from_args
+from tokenwire.bench.runner import run_bench
+from tokenwire.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_arguments(parser)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    config = from_args(args)
+    result = asyncio.run(run_bench(settings, config))
+    path = report.write(result, config.out)
+    png = chart.draw(result, config.out / "latency.png")
+    table = report.markdown(result)
+    (config.out / "results.md").write_text(table)
+    print(table)
+    print(f"report: {path}\nchart:  {png or 'not drawn (matplotlib missing)'}")
+    clean = next(t for t in result["targets"] if "lost/" in t["name"])["met"]
+    return 0 if clean else 1

@@ -1,0 +1,204 @@
+"""The JSON report: the machine, the configuration, every figure, and each target met or not."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tokenwire.bench.config import BenchConfig
+
+SCHEMA = "tokenwire-bench/1"
+TARGET_CONCURRENCY = 100
+TARGET_TPS = 30.0
+TARGET_IDLE = 10_000
+
+
+def machine() -> dict[str, Any]:
+    cpu_model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    mem_kib = 0
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "mem_total_gib": round(mem_kib / 2**20, 1),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "event_loop": "asyncio (uvloop not installed)" if not _has("uvloop") else "uvloop",
+        "http_parser": "httptools" if _has("httptools") else "h11",
+    }
+
+
+def source_state() -> dict[str, Any]:
+    """The commit measured, and whether the work tree had changes on top of it."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.strip() != ""
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": dirty}
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _target(name: str, target: str, measured: Any, met: bool | None, note: str = ""
+            ) -> dict[str, Any]:
+    return {"name": name, "target": target, "measured": measured, "met": met, "note": note}
+
+
+def targets(streaming: list[dict[str, Any]], idle: dict[str, Any] | None,
+            config: BenchConfig) -> list[dict[str, Any]]:
+    """Each target of the issue with its measured value; ``met`` is None when not measured."""
+    out = []
+    at = next((s for s in streaming if s["concurrency"] == TARGET_CONCURRENCY), None)
+    where = f"{TARGET_CONCURRENCY} streams x {TARGET_TPS:g} tok/s"
+    if at is not None and config.tps == TARGET_TPS:
+        lat, ttft = at["added"]["latency_ms"], at["pipeline"]["ttft_added_ms"]
+        out += [
+            _target("added per-token latency p50", "<= 5 ms", lat["p50"],
+                    lat["p50"] is not None and lat["p50"] <= 5, where),
+            _target("added per-token latency p99", "<= 25 ms", lat["p99"],
+                    lat["p99"] is not None and lat["p99"] <= 25, where),
+            _target("added TTFT p50 (over the simulator's TTFT)", "<= 30 ms", ttft["p50"],
+                    ttft["p50"] is not None and ttft["p50"] <= 30, where),
+        ]
+    else:
+        note = f"not measured: needs --concurrency including {TARGET_CONCURRENCY} and --tps 30"
+        out += [_target(n, t, None, None, note) for n, t in (
+            ("added per-token latency p50", "<= 5 ms"), ("added per-token latency p99", "<= 25 ms"),
+            ("added TTFT p50 (over the simulator's TTFT)", "<= 30 ms"))]
+    out += _idle_targets(idle)
+    clean = all(s["pipeline"]["clean"] for s in streaming)
+    totals = {k: sum(s["pipeline"][k] for s in streaming)
+              for k in ("lost", "duplicated", "reordered", "errors", "unfinished_requests",
+                        "missing_requests")}
+    idle_clean = idle is None or all(
+        lvl["failed"] == 0 and lvl["dropped"] == 0 for lvl in idle["levels"])
+    relay_errors = sum(s["relay"]["errors"] + s["relay"]["lost"] for s in streaming)
+    note = f"the baseline relay had {relay_errors} errors/lost tokens" if relay_errors else ""
+    out.append(_target("pipeline: lost/duplicated/reordered tokens, errors", "0 in every scenario",
+                       totals, clean and idle_clean and bool(streaming), note))
+    return out
+
+
+def _idle_targets(idle: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not idle or not idle["levels"]:
+        return [_target("idle SSE connections held by one edge", ">= 10,000", None, None,
+                        "not measured"),
+                _target("edge RSS per idle connection", "<= 30 KiB", None, None, "not measured")]
+    held = [lvl for lvl in idle["levels"]
+            if lvl["open"] == lvl["connections"] and lvl["edge_alive"]]
+    most = max((lvl["connections"] for lvl in held), default=0)
+    beats = idle["heartbeats"]
+    beating = bool(beats) and beats["min_heartbeats_per_connection"] >= 1 and not beats["dropped"]
+    top = idle["levels"][-1]
+    note = "" if most >= TARGET_IDLE else f"largest level run: {idle['levels'][-1]['connections']}"
+    return [
+        _target("idle SSE connections held by one edge (with heartbeats)", ">= 10,000",
+                {"held": most, "every_connection_got_heartbeats": beating},
+                most >= TARGET_IDLE and beating if top["connections"] >= TARGET_IDLE else None,
+                note),
+        _target("edge RSS per idle connection", "<= 30 KiB",
+                {"connections": top["connections"], "kib": top["per_connection_kib"]},
+                top["per_connection_kib"] <= 30 if top["connections"] >= TARGET_IDLE else None,
+                note),
+    ]
+
+
+def build(config: BenchConfig, streaming: list[dict[str, Any]], idle: dict[str, Any] | None,
+          *, tag: str, started: float, finished: float) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "tag": tag,
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "duration_s": round(finished - started, 1),
+        "machine": machine(),
+        "source": source_state(),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "streaming": streaming,
+        "idle": idle,
+        "targets": targets(streaming, idle, config),
+    }
+
+
+def write(report: dict[str, Any], out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "report.json"
+    path.write_text(json.dumps(report, indent=2, allow_nan=False, default=str) + "\n")
+    return path
+
+
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The short results table for the README."""
+    m = report["machine"]
+    lines = [
+        f"Machine: {m['nproc']} cores ({m['cpu_model'] or 'unknown CPU'}), "
+        f"{m['mem_total_gib']} GiB, Python {m['python']}; Kafka, worker, edge, simulator and "
+        "clients on the same host, loopback.",
+        "",
+        "| streams x tok/s | per-token p50 / p99 ms (relay → pipeline) | added TTFT p50 ms "
+        "| tok/s delivered | CPU s / 1k tok (worker + edge + broker*) | lost/dup/reord "
+        "| other load on host (cores) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in report["streaming"]:
+        p, r = s["pipeline"], s["relay"]
+        cpu = p["cpu_s_per_1k_tokens"]
+        lines.append(
+            f"| {s['concurrency']} x {report['config']['tps']:g} "
+            f"| {_ms(r['latency_ms']['p50'])} / {_ms(r['latency_ms']['p99'])} → "
+            f"{_ms(p['latency_ms']['p50'])} / {_ms(p['latency_ms']['p99'])} "
+            f"| {_ms(p['ttft_added_ms']['p50'])} (relay {_ms(r['ttft_added_ms']['p50'])}) "
+            f"| {p['tokens_per_s']} (relay {r['tokens_per_s']}) "
+            f"| {cpu.get('worker') or 0:.2f} + {cpu.get('edge') or 0:.2f} + "
+            f"{s['added'].get('broker_cpu_s_per_1k_tokens_net') or 0:.2f} "
+            f"| {p['lost']}/{p['duplicated']}/{p['reordered']} "
+            f"| {p['machine']['background_cores']:.2f} |"
+        )
+    lines += ["", "*broker: the shared broker's CPU less its rate while only the relay ran."]
+    idle = report.get("idle")
+    if idle and idle["levels"]:
+        lines += ["", "| idle SSE connections | edge RSS MiB | KiB per connection | open |",
+                  "| --- | --- | --- | --- |"]
+        for lvl in idle["levels"]:
+            lines.append(f"| {lvl['connections']} | {lvl['edge_rss_mib']} "
+                         f"| {lvl['per_connection_kib']} | {lvl['open']} |")
+    lines += ["", "| target | measured | met |", "| --- | --- | --- |"]
+    for t in report["targets"]:
+        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        lines.append(f"| {t['name']} {t['target']} | {_fmt(t['measured'])} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return "-" if value is None else str(value)
