@@ -124,8 +124,12 @@ class SessionTopics:
             return
         except Exception as exc:
             raise TopicError(f"creating topic {spec.name} failed: {exc!r}") from exc
+        created = True
         for name, code, message in _topic_errors(response):
-            if code not in (0, TopicAlreadyExistsError.errno):
+            if code == TopicAlreadyExistsError.errno:
+                created = False
+            elif code != 0:
                 raise TopicError(f"creating topic {name} failed: error {code} {message}")
-        log.info("session topic created topic=%s", spec.name)
+        if created:
+            log.info("session topic created topic=%s", spec.name)
         self._ready.add(spec.name)
