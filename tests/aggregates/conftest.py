@@ -7,27 +7,26 @@ nothing it reads was written by another test.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from influxdb_client import InfluxDBClient
 
 from schemas.lifecycle import LifecycleEvent
-from tests.fixtures.pipeline import WorkerProcess, pipeline_settings_for, settings_env
+from tests.fixtures.pipeline import (
+    WorkerProcess,
+    pipeline_settings_for,
+    start_worker,
+)
 from tests.fixtures.services import InfluxTarget, make_unique_name
 from tokenwire.kafka_clients import new_producer
 from tokenwire.settings import Settings
 from tokenwire.topics import ensure_core_topics
 
-WORKER_READY_TIMEOUT_S = 90.0
 UNUSED_LLM = "http://127.0.0.1:9"  # the aggregates never call the model
 
 # Small windows and a fast refresh, so a test sees closed windows within seconds.
@@ -117,40 +116,11 @@ async def publish_events(
         await producer.stop()
 
 
-def spawn_aggregates_worker(
-    settings: Settings, agg_env: dict[str, str], log_dir: Path
-) -> WorkerProcess:
-    log_path = log_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tokenwire.cli", "worker"],
-            env={**settings_env(settings), **agg_env},
-            cwd=log_dir,  # Faust's <app id>-data directory goes there, not into the checkout
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    return WorkerProcess(settings, process, log_path)
-
-
 async def start_aggregates_worker(
     settings: Settings, agg_env: dict[str, str], log_dir: Path
 ) -> WorkerProcess:
     """A real ``tokenwire worker`` with these aggregates settings, once Faust says it is ready."""
-    worker = spawn_aggregates_worker(settings, agg_env, log_dir)
-    deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
-    async with httpx.AsyncClient() as client:
-        while time.monotonic() < deadline:
-            if worker.process.poll() is not None:
-                raise RuntimeError(f"worker exited early:\n{worker.log_tail()}")
-            try:
-                ready = (await client.get(f"{worker.web_url}/readyz")).status_code == 200
-            except httpx.TransportError:
-                ready = False
-            if ready and "Worker ready" in worker.log_path.read_text(errors="replace"):
-                return worker
-            await asyncio.sleep(0.25)
-    worker.stop()
-    raise RuntimeError(f"worker not ready in {WORKER_READY_TIMEOUT_S}s:\n{worker.log_tail()}")
+    return await start_worker(settings, log_dir, agg_env)
 
 
 @pytest.fixture
