@@ -22,7 +22,7 @@ from tests.fixtures.pipeline import (
     pipeline_settings_for,
     start_worker,
 )
-from tests.fixtures.services import InfluxTarget, make_unique_name
+from tests.fixtures.services import InfluxTarget, make_unique_name, temporary_bucket
 from tokenwire.kafka_clients import new_producer
 from tokenwire.settings import Settings
 from tokenwire.topics import ensure_core_topics
@@ -159,14 +159,8 @@ async def new_stack(
 @pytest.fixture(scope="module")
 def module_bucket(influxdb: InfluxTarget) -> Iterator[str]:
     """A bucket shared by the tests of one module (a worker per module is the slow part)."""
-    name = make_unique_name("bucket")
-    with InfluxDBClient(url=influxdb.url, token=influxdb.token, org=influxdb.org) as client:
-        buckets = client.buckets_api()
-        bucket = buckets.create_bucket(bucket_name=name, org=influxdb.org)
-        try:
-            yield name
-        finally:
-            buckets.delete_bucket(bucket)
+    with temporary_bucket(influxdb) as name:
+        yield name
 
 
 async def until_true(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:

@@ -27,7 +27,6 @@ from api.stream_tokens import issue_token
 from schemas.session_events import DoneEvent, ErrorEvent, StartEvent, Timings, TokenEvent, Usage
 from tests.fixtures.asgi_server import serve_asgi
 from tests.fixtures.services import make_unique_name
-from tokenwire.kafka_clients import new_admin, new_producer
 from tokenwire.settings import Settings
 from tokenwire.topics import create_topics, ensure_core_topics, session_topic_spec
 
@@ -101,22 +100,6 @@ def make_edge(kafka_bootstrap: str, unique_name: Callable[..., str]) -> EdgeFact
 
 
 # --- playing the worker --------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-async def kafka_admin(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
-    admin = new_admin(kafka_bootstrap, client_id="api-tests-admin")
-    await admin.start()
-    yield admin
-    await admin.close()
-
-
-@pytest.fixture(scope="session")
-async def kafka_producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
-    producer = new_producer(kafka_bootstrap, client_id="api-tests-worker")
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 CreateSession = Callable[[Settings, str], Awaitable[str]]

@@ -18,7 +18,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 from tests.fixtures.sse_client import Received, read_session
 from tests.replay.scripted_log import ScriptedLog, replay_settings
 from tokenwire.cli import build_parser
-from tokenwire.kafka_clients import new_admin, new_producer
 from tokenwire.replay.cli import run
 from tokenwire.settings import Settings
 
@@ -36,19 +35,13 @@ Replay = Callable[..., Awaitable[CliResult]]
 
 
 @pytest.fixture(scope="session")
-async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
-    client = new_producer(kafka_bootstrap, client_id="replay-tests")
-    await client.start()
-    yield client
-    await client.stop()
+def producer(kafka_producer: AIOKafkaProducer) -> AIOKafkaProducer:
+    return kafka_producer
 
 
 @pytest.fixture(scope="session")
-async def admin(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
-    client = new_admin(kafka_bootstrap, client_id="replay-tests-admin")
-    await client.start()
-    yield client
-    await client.close()
+def admin(kafka_admin: AIOKafkaAdminClient) -> AIOKafkaAdminClient:
+    return kafka_admin
 
 
 @pytest.fixture
