@@ -23,6 +23,7 @@ from agents.generation import Generation, Outcome
 from agents.inflight import InflightRequests
 from agents.llm_stream import new_client
 from agents.metrics import WorkerMetrics
+from agents.ordered_acks import OrderedAcks
 from agents.request_intake import Rejection, decode_request
 from agents.request_ledger import AssignmentMarks, end_offsets, read_history
 from agents.retry_policy import RetryPolicy
@@ -45,6 +46,7 @@ class ChatRuntime(mode.Service):
         self.policy = RetryPolicy.from_settings(settings)
         self.inflight = InflightRequests(settings.worker_concurrency)
         self.marks = AssignmentMarks()
+        self.acks = OrderedAcks()
         self.ready = asyncio.Event()
 
     async def on_start(self) -> None:
@@ -90,19 +92,21 @@ class ChatRuntime(mode.Service):
         # Their records will be delivered again (to us or another worker) and resume there.
         await self.inflight.cancel(revoked)
         self.marks.drop(revoked)
+        self.acks.forget(revoked)
 
     # --- records -------------------------------------------------------------------------
     async def take(self, event: faust.EventT, stream: faust.StreamT) -> None:
         """Handle one ``chat.requests`` record; returns once its work has a slot."""
         await self.ready.wait()
         message = event.message
+        tp = TopicPartition(message.topic, message.partition)
+        self.acks.track(tp, message.offset, event)
         decoded = decode_request(message.value, partition=message.partition, offset=message.offset)
         if isinstance(decoded, Rejection):
             await self._dead_letter(decoded, message)
-            await stream.ack(event)
+            await self.acks.finish(tp, message.offset, stream)
             return
         await self.inflight.wait_for_slot()
-        tp = TopicPartition(message.topic, message.partition)
         self.inflight.start(
             tp, decoded.session_id, self._process(decoded, event, stream, tp, message.offset)
         )
@@ -135,7 +139,7 @@ class ChatRuntime(mode.Service):
             history = await read_history(self.settings.kafka_bootstrap, topic, request.request_id)
             if history.finished:
                 log.info("already finished, not generating again request_id=%s", request.request_id)
-                await stream.ack(event)
+                await self.acks.finish(tp, offset, stream)
                 return
             if history.last_attempt:
                 first_attempt, reason = history.last_attempt + 1, "redelivered"
@@ -147,7 +151,7 @@ class ChatRuntime(mode.Service):
         except Exception as exc:
             log.exception("request failed unexpectedly request_id=%s", request.request_id)
             await self._end_unexpectedly(request, topic, first_attempt, exc)
-        await stream.ack(event)
+        await self.acks.finish(tp, offset, stream)
 
     async def _end_unexpectedly(
         self, request: ChatRequest, topic: str, attempt: int, exc: Exception
