@@ -51,6 +51,8 @@ async def end_offsets(
     consumer = new_consumer(bootstrap, client_id="tokenwire-worker-marks")
     await consumer.start()
     try:
+        # Assigned partitions have their metadata fetched; others can stall on stale metadata.
+        consumer.assign(partitions)
         return dict(await consumer.end_offsets(partitions))
     finally:
         await consumer.stop()

@@ -39,7 +39,7 @@ async def test_failures_before_the_first_token_are_retried_to_an_exact_answer(
 async def test_a_stream_cut_after_partial_output_is_announced_and_the_text_stays_exact(
     worker: WorkerProcess, edge_url: str, post_chat
 ) -> None:
-    messages = user_message(f"[[sim: cut_after=6 tokens=30]] {uuid.uuid4().hex}")
+    messages = user_message(f"[[sim: cut_after=6 tokens=30 tps=40]] {uuid.uuid4().hex}")
 
     events, answer = await chat_until_done(post_chat, edge_url, messages)
 
