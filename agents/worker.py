@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import faust
 from faust.contrib.asgi import serve_asgi
 
@@ -12,6 +14,8 @@ from agents.chat_runtime import ChatRuntime
 from agents.metrics import WorkerMetrics, update_consumer_lag
 from agents.web import create_worker_web
 from tokenwire.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def build_worker_app(settings: Settings) -> tuple[faust.App, ChatRuntime]:
@@ -38,5 +42,6 @@ def build_worker_app(settings: Settings) -> tuple[faust.App, ChatRuntime]:
 def run_worker(settings: Settings) -> int:
     app, _ = build_worker_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
+    log.info("worker event loop=%s", type(worker.loop).__module__)
     worker.execute_from_commandline()
     return 0

@@ -1,8 +1,8 @@
 """One session's in-memory feed and the subscribers reading it, each at its own cursor.
 
 The feed caches the newest ``capacity`` events of a session topic as ``Entry`` (offset, type,
-request id, raw JSON). It is complete from ``base`` up to ``next_offset`` (the consumer's
-position): every record of the topic in that range is cached, or was not a session event.
+request id, the SSE event as sent). It is complete from ``base`` up to ``next_offset`` (the
+consumer's position): every record of the topic in that range is cached, or was not a session event.
 
 Each ``Subscription`` keeps ``cursor``, the next offset it wants, so any number of readers share
 one cache and none sees an event twice. Nothing here touches Kafka: ``SessionHub`` feeds records
@@ -23,6 +23,7 @@ CLOSED_SLOW = "slow"
 CLOSED_DELETED = "deleted"
 CLOSED_SHUTDOWN = "shutdown"
 CLOSED_LEFT = "left"
+CLOSED_DISCONNECTED = "disconnected"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +31,7 @@ class Entry:
     offset: int
     type: str
     request_id: str
-    data: str
+    sse: bytes  # the event encoded for the wire, once for all readers
 
 
 class Subscription:

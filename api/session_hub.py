@@ -35,6 +35,7 @@ from api.session_feed import (
     SessionFeed,
     Subscription,
 )
+from api.sse_response import encode_event
 from api.terminal_index import TerminalIndex
 from schemas.session_events import TERMINAL_TYPES, parse_session_event
 from tokenwire.kafka_clients import new_consumer
@@ -103,7 +104,9 @@ class SessionHub:
         log.info("session hub stopped client_id=%s", self._client_id)
 
     def drain(self) -> None:
-        """End every stream now (server shutdown); clients reconnect with Last-Event-ID."""
+        """End every stream now and refuse new ones (server shutdown); clients reconnect with
+        Last-Event-ID to another edge or to this one restarted."""
+        self._closed = True
         for feed in self._feeds.values():
             feed.close_all(CLOSED_SHUTDOWN)
         self._changed.set()
@@ -323,4 +326,5 @@ class SessionHub:
                 topic, record.offset, type(exc).__name__,
             )
             return None
-        return Entry(record.offset, event.type, event.request_id, text)
+        sse = encode_event(text, event=event.type, event_id=record.offset)
+        return Entry(record.offset, event.type, event.request_id, sse)

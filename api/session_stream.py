@@ -6,8 +6,8 @@ Wire format, one SSE event per session event::
     event: <start|retry|token|done|error>
     data: <the event JSON exactly as stored in Kafka>
 
-The stream opens with ``retry: <sse_retry_ms>`` and carries ``: ping`` comments every
-``sse_ping_s``. Where to start: ``Last-Event-ID: N`` → offset N+1 (it wins, since EventSource
+The stream opens with ``retry: <sse_retry_ms>`` and carries a ``: ping`` comment after every
+``sse_ping_s`` without an event. Where to start: ``Last-Event-ID: N`` → offset N+1 (it wins, since EventSource
 resends the same URL on reconnect), else ``?from=N`` → offset N, else the topic's beginning.
 ``?until=done&request_id=R`` ends the stream after R's done/error event; a client whose
 position is already past that event gets 204, which stops EventSource from reconnecting.
@@ -15,21 +15,20 @@ position is already past that event gets 204, which stops EventSource from recon
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, cast
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from sse_starlette.sse import SendTimeoutError
+from sse_starlette import ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
 from api.errors import ApiError, token_error
 from api.runtime import EdgeRuntime
-from api.session_feed import CLOSED_SHUTDOWN, Subscription
+from api.session_feed import CLOSED_DISCONNECTED, Subscription
+from api.sse_response import PING, LeanEventSourceResponse
 from api.stream_tokens import bearer_token, verify_token
 from schemas.common import SESSION_ID_PATTERN
 from schemas.session_events import TERMINAL_TYPES
@@ -41,9 +40,6 @@ SESSION_ID = re.compile(SESSION_ID_PATTERN)
 OFFSET = re.compile(r"[0-9]{1,19}")
 MAX_OFFSET = 2**63 - 1
 TERMINAL_LOOKUP_TIMEOUT_S = 5.0
-# How long sse-starlette lets a stream end by itself on shutdown before cancelling it; below
-# uvicorn's graceful shutdown timeout.
-SHUTDOWN_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -55,37 +51,26 @@ class StreamParams:
     until_request: str | None
 
 
-class _ShutdownSignal:
-    """sse-starlette's ``shutdown_event`` for one stream: setting it ends the subscription.
+class _StreamControl:
+    """Ends one stream's subscription from outside its generator (client disconnect).
 
-    sse-starlette sets the event when the server shuts down and then waits up to
-    ``shutdown_grace_period`` for the generator to finish. Closing the subscription on ``set()``
-    makes the generator return at once, so the response ends cleanly instead of being cancelled,
-    without a waiter task per connection.
+    The subscription is made lazily by the generator, so a disconnect can come first: it is
+    remembered and applied on ``attach``.
     """
 
     def __init__(self) -> None:
-        self.is_set = False
+        self.closed_reason: str | None = None
         self.subscription: Subscription | None = None
-
-    def set(self) -> None:
-        self.is_set = True
-        if self.subscription is not None:
-            self.subscription.close(CLOSED_SHUTDOWN)
 
     def attach(self, subscription: Subscription) -> None:
         self.subscription = subscription
-        if self.is_set:
-            subscription.close(CLOSED_SHUTDOWN)
+        if self.closed_reason is not None:
+            subscription.close(self.closed_reason)
 
-
-class _EdgeEventSourceResponse(EventSourceResponse):
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        except SendTimeoutError:
-            # A client that took no bytes for sse_send_timeout_s: dropping it is the point.
-            log.info("sse send timed out path=%s", scope.get("path"))
+    def disconnected(self) -> None:
+        self.closed_reason = CLOSED_DISCONNECTED
+        if self.subscription is not None:
+            self.subscription.close(CLOSED_DISCONNECTED)
 
 
 async def session_events(request: Request) -> Response:
@@ -100,15 +85,11 @@ async def session_events(request: Request) -> Response:
         raise token_error(exc) from exc
     if await _already_finished(runtime, params):
         return Response(status_code=204)
-    settings = runtime.settings
-    shutdown = _ShutdownSignal()
-    return _EdgeEventSourceResponse(
-        _stream(runtime, params, shutdown),
-        ping=settings.sse_ping_s,
-        send_timeout=settings.sse_send_timeout_s,
-        sep="\n",
-        shutdown_event=cast(Any, shutdown),
-        shutdown_grace_period=SHUTDOWN_GRACE_S,
+    control = _StreamControl()
+    return LeanEventSourceResponse(
+        _stream(runtime, params, control),
+        on_disconnect=control.disconnected,
+        send_timeout=runtime.settings.sse_send_timeout_s,
     )
 
 
@@ -156,18 +137,27 @@ async def _already_finished(runtime: EdgeRuntime, params: StreamParams) -> bool:
 
 
 async def _stream(
-    runtime: EdgeRuntime, params: StreamParams, shutdown: _ShutdownSignal
-) -> AsyncIterator[ServerSentEvent]:
+    runtime: EdgeRuntime, params: StreamParams, control: _StreamControl
+) -> AsyncIterator[ServerSentEvent | bytes]:
     # Subscribed here, not in the handler: a response that never streams (HEAD) holds nothing.
     sub = runtime.hub.subscribe(params.session_id, params.start)
-    shutdown.attach(sub)
+    control.attach(sub)
     metrics = runtime.metrics
     metrics.sse_connections.inc()
+    ping_s = runtime.settings.sse_ping_s
     sent, reason = 0, "disconnected"
     try:
         yield ServerSentEvent(retry=runtime.settings.sse_retry_ms)
-        while (entry := await sub.next()) is not None:
-            yield ServerSentEvent(entry.data, event=entry.type, id=str(entry.offset))
+        while True:
+            try:
+                async with asyncio.timeout(ping_s):
+                    entry = await sub.next()
+            except TimeoutError:
+                yield PING
+                continue
+            if entry is None:
+                break
+            yield entry.sse
             metrics.sse_events.inc()
             sent += 1
             if entry.request_id == params.until_request and entry.type in TERMINAL_TYPES:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from tokenwire.bench.cli import add_arguments as add_bench_arguments
+from tokenwire.event_loop import use_fast_event_loop
 from tokenwire.replay.cli import add_arguments as add_replay_arguments
 from tokenwire.settings import get_settings
 
@@ -121,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=get_settings().log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    use_fast_event_loop()
     handler: Handler = args.handler
     return handler(args)
 

@@ -25,7 +25,7 @@ from api.app import create_app
 from api.runtime import EdgeRuntime
 from api.stream_tokens import issue_token
 from schemas.session_events import DoneEvent, ErrorEvent, StartEvent, Timings, TokenEvent, Usage
-from tests.fixtures.asgi_server import serve_asgi
+from tests.fixtures.asgi_server import serve_edge
 from tests.fixtures.services import make_unique_name
 from tokenwire.settings import Settings
 from tokenwire.topics import create_topics, ensure_core_topics, session_topic_spec
@@ -74,7 +74,7 @@ async def running_edge(settings: Settings, *, core_topics: bool = True) -> Async
     if core_topics:
         await ensure_core_topics(settings)
     app = create_app(settings)
-    async with serve_asgi(app) as url:
+    async with serve_edge(app) as url:
         yield Edge(url, app, settings)
 
 

@@ -8,7 +8,7 @@ from api.session_feed import CLOSED_LEFT, Entry, SessionFeed, Subscription
 
 
 def entry(offset: int, kind: str = "token", request_id: str = "r") -> Entry:
-    return Entry(offset, kind, request_id, f'{{"offset": {offset}}}')
+    return Entry(offset, kind, request_id, f'{{"offset": {offset}}}'.encode())
 
 
 def records(offsets: range) -> list[tuple[int, Entry | None]]:

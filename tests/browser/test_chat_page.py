@@ -13,7 +13,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from api.app import create_app
-from tests.fixtures.asgi_server import free_port, serve_asgi
+from tests.fixtures.asgi_server import free_port, serve_edge
 from tests.fixtures.pipeline import WorkerProcess
 from tokenwire.settings import Settings
 from tokenwire.simulator import expected_text
@@ -69,13 +69,13 @@ async def test_an_edge_restart_mid_stream_is_resumed_by_eventsource_with_exact_t
     prompt = f"[[sim: tokens=120 tps=40]] a long answer please {uuid.uuid4().hex}"
     port = free_port()
 
-    async with serve_asgi(create_app(pipeline_settings), port=port) as edge_url:
+    async with serve_edge(create_app(pipeline_settings), port=port) as edge_url:
         await ask(page, edge_url, prompt)
         await page.wait_for_function(
             "document.querySelector('#answer')?.textContent.length > 10", timeout=30_000)
     # The edge is gone mid-answer: every connection dropped. The browser keeps reconnecting.
     await page.wait_for_selector("#status[data-state='reconnecting']", timeout=15_000)
-    async with serve_asgi(create_app(pipeline_settings), port=port):
+    async with serve_edge(create_app(pipeline_settings), port=port):
         await page.wait_for_selector("#answer[data-state='done']", timeout=60_000)
 
     answer = await page.text_content("#answer")
