@@ -138,7 +138,9 @@ class Generation:
             if not coalescer.empty:
                 timeout = max(0.0, min(stall_s, coalescer.deadline() - time.time()))
             try:
-                item = await asyncio.wait_for(queue.get(), timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for starts a task per chunk.
+                async with asyncio.timeout(timeout):
+                    item = await queue.get()
             except TimeoutError:
                 if coalescer.empty:
                     raise GenerationError(

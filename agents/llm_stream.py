@@ -3,6 +3,14 @@
 The official client's own retries are switched off (``max_retries=0``): the retry policy lives in
 one place (``retry_policy``), and a retry after partial output must be announced to the client,
 which the client library cannot do.
+
+The request goes through the client's generic ``post`` with ``cast_to=object``: the client still
+does the HTTP, auth headers, SSE decoding and error mapping (``APIStatusError`` and friends, error
+events inside the stream), but hands over each chunk as the decoded JSON instead of building a
+typed ``ChatCompletionChunk``. Building that model cost ~100 µs per chunk against ~11 µs for the
+rest of the client (measured on the simulator), the largest single cost per token in the worker.
+The typed models do not validate either, so reading the few fields used here from the JSON is no
+less strict.
 """
 
 from __future__ import annotations
@@ -44,26 +52,30 @@ async def stream_chunks(
 ) -> AsyncIterator[Chunk]:
     """Yield the answer's chunks; raise ``GenerationError`` on any failure."""
     try:
-        stream = await client.chat.completions.create(
-            model=model,
-            messages=[m.model_dump() for m in request.messages],  # type: ignore[misc]
+        stream = await client.post(
+            "/chat/completions",
+            body=_body(request, model),
+            cast_to=object,
             stream=True,
-            stream_options={"include_usage": True},
-            temperature=request.temperature,
-            max_tokens=request.max_tokens,
+            stream_cls=openai.AsyncStream[object],
         )
     except Exception as exc:
         raise classify(exc) from exc
     try:
         async for completion_chunk in stream:
             received_at = time.time()
-            usage = _usage(completion_chunk.usage)
-            for choice in completion_chunk.choices:
-                yield Chunk(
-                    text=choice.delta.content or "",
-                    received_at=received_at,
-                    finish_reason=choice.finish_reason,
+            if not isinstance(completion_chunk, dict):
+                raise GenerationError(
+                    "bad_chunk", "a stream chunk is not a JSON object", retryable=True
                 )
+            for choice in completion_chunk.get("choices") or ():
+                delta = choice.get("delta") or {}
+                yield Chunk(
+                    text=delta.get("content") or "",
+                    received_at=received_at,
+                    finish_reason=choice.get("finish_reason"),
+                )
+            usage = _usage(completion_chunk.get("usage"))
             if usage is not None:
                 yield Chunk(text="", received_at=received_at, usage=usage)
     except GeneratorExit:
@@ -74,13 +86,28 @@ async def stream_chunks(
         await stream.close()
 
 
+def _body(request: ChatRequest, model: str) -> dict[str, object]:
+    """The chat completions request, as ``client.chat.completions.create`` would send it."""
+    body: dict[str, object] = {
+        "model": model,
+        "messages": [m.model_dump() for m in request.messages],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.max_tokens is not None:
+        body["max_tokens"] = request.max_tokens
+    return body
+
+
 def _usage(raw: object) -> Usage | None:
-    if raw is None:
+    if not isinstance(raw, dict):
         return None
     return Usage(
-        prompt_tokens=getattr(raw, "prompt_tokens", 0) or 0,
-        completion_tokens=getattr(raw, "completion_tokens", 0) or 0,
-        total_tokens=getattr(raw, "total_tokens", 0) or 0,
+        prompt_tokens=raw.get("prompt_tokens") or 0,
+        completion_tokens=raw.get("completion_tokens") or 0,
+        total_tokens=raw.get("total_tokens") or 0,
     )
 
 

@@ -7,8 +7,9 @@ Wire format, one SSE event per session event::
     data: <the event JSON exactly as stored in Kafka>
 
 The stream opens with ``retry: <sse_retry_ms>`` and carries a ``: ping`` comment after every
-``sse_ping_s`` without an event. Where to start: ``Last-Event-ID: N`` → offset N+1 (it wins, since EventSource
-resends the same URL on reconnect), else ``?from=N`` → offset N, else the topic's beginning.
+``sse_ping_s`` without an event. Where to start: ``Last-Event-ID: N`` → offset N+1 (it wins,
+since EventSource resends the same URL on reconnect), else ``?from=N`` → offset N, else the
+topic's beginning.
 ``?until=done&request_id=R`` ends the stream after R's done/error event; a client whose
 position is already past that event gets 204, which stops EventSource from reconnecting.
 """

@@ -16,8 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 PRODUCER_LINGER_MS = 1
-CONSUMER_FETCH_MAX_WAIT_MS = 3
-CONSUMER_FETCH_MIN_BYTES = 2048
+CONSUMER_FETCH_MAX_WAIT_MS = 5
 
 
 def new_producer(bootstrap: str, *, client_id: str) -> AIOKafkaProducer:
@@ -42,7 +41,6 @@ def new_consumer(
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "fetch_max_wait_ms": CONSUMER_FETCH_MAX_WAIT_MS,
-        "fetch_min_bytes": CONSUMER_FETCH_MIN_BYTES,
         "isolation_level": "read_uncommitted",
     }
     options.update(overrides)
