@@ -38,7 +38,7 @@ QUICK = BenchConfig(
     idle_clients=1, ingress="http", out=Path("bench-results"), request_timeout_s=60.0,
 )
 FULL = BenchConfig(
-    quick=False, concurrency=(10, 50, 100, 500, 1000), tps=30.0, ttft_ms=200.0, tokens=60,
+    quick=False, concurrency=(10, 25, 50, 100, 500, 1000), tps=30.0, ttft_ms=200.0, tokens=60,
     requests_per_session=3, ramp_s=1.0, idle=(1000, 5000, 10000), idle_sessions=100, ping_s=15.0,
     idle_hold_s=20.0, stream_clients=2, idle_clients=2, ingress="http", out=Path("bench-results"),
     # Past saturation (500+ streams here) answers queue for minutes; the client waits for them
