@@ -22,13 +22,13 @@ async def readyz(request: Request) -> JSONResponse:
     runtime: EdgeRuntime = request.app.state.runtime
     checks = {"session_hub": "ok" if runtime.hub.running else "down"}
     try:
-        topics = await runtime.hub.broker_topics(READY_TIMEOUT_S)
+        requests_topic = runtime.settings.requests_topic
+        topics = await runtime.hub.existing_topics([requests_topic], READY_TIMEOUT_S)
     except Exception as exc:  # any failure to reach Kafka means "not ready", never a 500
         log.warning("readiness check failed error=%r", exc)
         checks["kafka"] = "unreachable"
     else:
         checks["kafka"] = "ok"
-        requests_topic = runtime.settings.requests_topic
         checks["requests_topic"] = "ok" if requests_topic in topics else "missing"
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse(

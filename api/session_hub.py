@@ -12,7 +12,8 @@ readers (``Subscription``) follow it at their own cursor.
 - Slow readers: a live reader with more than ``sse_client_buffer`` events unread when new ones
   arrive is closed; its client resumes with Last-Event-ID, losing nothing.
 - Release: when a session's last reader leaves, its partition is unassigned and its feed dropped.
-- Deletion: a followed session topic gone from the metadata ends its readers' streams.
+- Deletion: a followed session topic gone from the metadata ends its readers' streams. Metadata is
+  asked for the followed topics only (``TopicMetadata``), never for the whole cluster.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from api.terminal_index import TerminalIndex
 from schemas.session_events import TERMINAL_TYPES, parse_session_event
 from tokenwire.kafka_clients import new_consumer
 from tokenwire.settings import Settings
+from tokenwire.topic_metadata import TopicMetadata
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class SessionHub:
         self._client_id = client_id
         self._on_topic_deleted = on_topic_deleted
         self._consumer: AIOKafkaConsumer | None = None
+        self._metadata = TopicMetadata(settings.kafka_bootstrap, client_id=f"{client_id}-metadata")
         self._task: asyncio.Task[None] | None = None
         self._feeds: dict[str, SessionFeed] = {}
         self._assigned: set[TopicPartition] = set()
@@ -82,9 +85,11 @@ class SessionHub:
         consumer = new_consumer(self._settings.kafka_bootstrap, client_id=self._client_id)
         self.consumers_created += 1
         try:
+            await self._metadata.start()
             await consumer.start()
         except BaseException:
             await consumer.stop()
+            await self._metadata.close()
             raise
         self._consumer = consumer
         self._task = asyncio.create_task(self._run(), name="tokenwire-session-hub")
@@ -101,6 +106,7 @@ class SessionHub:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+        await self._metadata.close()
         log.info("session hub stopped client_id=%s", self._client_id)
 
     def drain(self) -> None:
@@ -184,12 +190,11 @@ class SessionHub:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def broker_topics(self, timeout_s: float) -> set[str]:
-        """All topic names, via the hub's consumer: proves the broker answers."""
-        if self._consumer is None or not self.running:
+    async def existing_topics(self, topics: list[str], timeout_s: float) -> set[str]:
+        """Which of ``topics`` exist, asked of the broker now: proves the broker answers."""
+        if not self.running:
             raise RuntimeError("session hub is not running")
-        topics: set[str] = await asyncio.wait_for(self._consumer.topics(), timeout_s)
-        return topics
+        return await self._metadata.existing(topics, timeout_s=timeout_s)
 
     # --- the loop -----------------------------------------------------------------------
     async def _run(self) -> None:
@@ -226,7 +231,7 @@ class SessionHub:
         if not self._feeds or now < self._next_metadata_check:
             return
         assert self._consumer is not None
-        topics = await asyncio.wait_for(self._consumer.topics(), METADATA_TIMEOUT_S)
+        topics = await self._metadata.existing(self._feeds, timeout_s=METADATA_TIMEOUT_S)
         for feed in list(self._feeds.values()):
             if feed.topic in topics:
                 feed.active, feed.missing = True, False

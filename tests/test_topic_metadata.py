@@ -1,0 +1,33 @@
+"""Topic existence is asked of the broker for the named topics only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from tokenwire.topic_metadata import TopicMetadata
+
+
+async def test_existing_answers_which_of_the_named_topics_exist(
+    kafka_bootstrap: str, kafka_admin: AIOKafkaAdminClient, unique_name: Callable[..., str]
+) -> None:
+    present, absent = unique_name("meta-present"), unique_name("meta-absent")
+    await kafka_admin.create_topics([NewTopic(present, 1, 1)])
+    metadata = TopicMetadata(kafka_bootstrap, client_id="test-topic-metadata")
+    await metadata.start()
+    try:
+        assert await metadata.existing([present, absent], timeout_s=10) == {present}
+        assert await metadata.existing([], timeout_s=10) == set()
+        # Asking about a missing topic does not create it.
+        assert absent not in await kafka_admin.list_topics()
+    finally:
+        await metadata.close()
+        await kafka_admin.delete_topics([present])
+
+
+async def test_existing_refuses_before_start(kafka_bootstrap: str) -> None:
+    metadata = TopicMetadata(kafka_bootstrap, client_id="test-topic-metadata")
+    with pytest.raises(RuntimeError, match="not started"):
+        await metadata.existing(["t"], timeout_s=1)
