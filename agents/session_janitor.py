@@ -20,6 +20,9 @@ from tokenwire.topics import SessionTopics
 
 log = logging.getLogger(__name__)
 
+# A sweep that cannot read offsets in this long gives up; the next one tries again.
+OFFSETS_TIMEOUT_S = 15.0
+
 
 class SessionJanitor:
     def __init__(
@@ -61,8 +64,13 @@ class SessionJanitor:
         consumer = new_consumer(self._settings.kafka_bootstrap, client_id="tokenwire-janitor")
         await consumer.start()
         try:
-            ends = await consumer.end_offsets(partitions)
-            recent = await consumer.offsets_for_times({tp: cutoff_ms for tp in partitions})
+            # Assigned, their metadata comes with the assignment (offsets of unassigned partitions
+            # can wait on stale metadata for the whole request timeout); paused, nothing is read.
+            consumer.assign(partitions)
+            consumer.pause(*partitions)
+            async with asyncio.timeout(OFFSETS_TIMEOUT_S):
+                ends = await consumer.end_offsets(partitions)
+                recent = await consumer.offsets_for_times({tp: cutoff_ms for tp in partitions})
         finally:
             await consumer.stop()
         idle = []
