@@ -11,6 +11,7 @@ import socket
 
 import uvicorn
 
+from api.access_log import mask_tokens_in_access_log
 from api.app import create_app
 from api.runtime import EdgeRuntime
 from tokenwire.settings import Settings
@@ -38,6 +39,7 @@ class EdgeServer(uvicorn.Server):
 
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> int:
+    mask_tokens_in_access_log()
     app = create_app(settings)
     config = uvicorn.Config(
         app,

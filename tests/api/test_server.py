@@ -101,3 +101,17 @@ async def test_sigterm_ends_open_streams_and_the_process_promptly(
     log = edge_process.log()
     assert "Traceback" not in log
     assert "reason=shutdown" in log and "without completing response" not in log
+
+
+async def test_stream_tokens_in_the_query_never_reach_the_access_log(
+    edge_process: EdgeProcess,
+) -> None:
+    secret = "eyJzaWQiOiJzLWxvZyJ9.c2VjcmV0LXNpZ25hdHVyZQ"
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.get(
+            f"{edge_process.url}/v1/sessions/s-log/events", params={"token": secret, "from": 0}
+        )
+    assert response.status_code == 401
+    log = edge_process.log()
+    assert "/v1/sessions/s-log/events?token=***&from=0" in log
+    assert secret not in log
