@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
+from types import FrameType
 
 from tokenwire.bench import chart, report
 from tokenwire.bench.config import add_arguments as _add_arguments
@@ -23,9 +25,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_arguments(parser)
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so the stack stops its children instead of orphaning them."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     config = from_args(args)
-    result = asyncio.run(run_bench(settings, config))
+    _interrupt_on_sigterm()
+    try:
+        result = asyncio.run(run_bench(settings, config))
+    except KeyboardInterrupt:
+        print("benchmark interrupted; its processes are stopped")
+        return 130
     path = report.write(result, config.out)
     png = chart.draw(result, config.out / "latency.png")
     table = report.markdown(result)
