@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import faust
 
+from agents import faust_transport
 from tokenwire.settings import Settings
 
 
@@ -12,7 +13,8 @@ def create_app(settings: Settings) -> faust.App:
     datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.worker_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        # Faust's Kafka transport whose pauses reach aiokafka (agents/faust_transport.py).
+        broker=f"{faust_transport.SCHEME}://{settings.kafka_bootstrap}",
         store="memory://",
         # Faust keeps per-app files; outside the working tree, next to the local services' state.
         datadir=str(datadir),

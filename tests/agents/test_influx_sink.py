@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,6 +17,7 @@ from agents.metrics import WorkerMetrics
 from agents.points import PointRow
 from tests.fixtures.asgi_server import free_port
 from tests.fixtures.services import InfluxTarget
+from tests.fixtures.waiting import eventually
 
 
 class FaultProxy:
@@ -100,13 +101,6 @@ def query(influxdb: InfluxTarget, bucket: str) -> list[tuple[float, int]]:
     with InfluxDBClient(url=influxdb.url, token=influxdb.token, org=influxdb.org) as client:
         tables = client.query_api().query(flux, org=influxdb.org)
     return sorted((r.get_time().timestamp(), r.get_value()) for t in tables for r in t.records)
-
-
-async def eventually(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 def sample(sink: InfluxSink, name: str, **labels: str) -> float:

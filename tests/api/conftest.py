@@ -27,6 +27,7 @@ from api.stream_tokens import issue_token
 from schemas.session_events import DoneEvent, ErrorEvent, StartEvent, Timings, TokenEvent, Usage
 from tests.fixtures.asgi_server import serve_edge
 from tests.fixtures.services import make_unique_name
+from tests.fixtures.waiting import eventually as wait_until
 from tokenwire.settings import Settings
 from tokenwire.topics import create_topics, ensure_core_topics, session_topic_spec
 
@@ -237,13 +238,7 @@ class SseStream:
 
 
 async def eventually(check: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    """Wait until ``check()`` holds (state owned by another task: nothing to await on)."""
-
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout_s}s")
-        await asyncio.sleep(0.02)
+    await wait_until(check, timeout_s)
 
 
 def metric_value(edge: Edge, name: str, labels: dict[str, str] | None = None) -> float:
