@@ -44,9 +44,9 @@ def build_worker_app(settings: Settings) -> tuple[faust.App, ChatRuntime]:
 
 def run_worker(settings: Settings) -> int:
     # Faust runs its Kafka consumer in a thread of its own, so every request record crosses
-    # threads on its way to the agent. With the default 5 ms GIL switch interval a busy event
-    # loop held each crossing for up to 5 ms; under load that was most of the time from
-    # publish to acceptance (p50 626 -> 249 ms at 100 streams on 2 cores).
+    # threads on its way to the agent; with the default 5 ms GIL switch interval a busy event
+    # loop can hold each crossing for up to 5 ms. One noisy A/B at 100 streams on 2 cores:
+    # publish -> agent p50 626 -> 249 ms.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     app, _ = build_worker_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False)

@@ -1,7 +1,7 @@
 """The event loop every tokenwire process runs on: uvloop where installed, else asyncio's own.
 
-uvloop roughly halves the per-event cost of socket I/O and callbacks, which is most of what the
-worker and the edge do per token. uvicorn picks it by itself (``loop="auto"``); the worker, the
+uvloop makes socket I/O and callbacks cheaper, and those are much of what the worker and the
+edge do per token. uvicorn picks it by itself (``loop="auto"``); the worker, the
 CLI's ``asyncio.run`` commands and the benchmark clients get it from the policy set here.
 """
 
