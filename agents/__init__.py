@@ -1,1 +1,5 @@
-"""Faust agents: the chat agent (requests → LLM → session topics) and its helpers."""
+"""The worker's two flows, ``agents.chat`` and ``agents.aggregates``, and what they share.
+
+Shared here: the Faust ``app``, the ``worker`` entry point that registers both flows, the
+worker's Prometheus ``metrics`` and its HTTP face (``web``).
+"""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import faust
 
-from agents import faust_transport
+from agents.chat import faust_transport
 from tokenwire.settings import Settings
 
 
@@ -13,7 +13,7 @@ def create_app(settings: Settings) -> faust.App:
     datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.worker_id,
-        # Faust's Kafka transport whose pauses reach aiokafka (agents/faust_transport.py).
+        # Faust's Kafka transport whose pauses reach aiokafka (agents/chat/faust_transport.py).
         broker=f"{faust_transport.SCHEME}://{settings.kafka_bootstrap}",
         store="memory://",
         # Faust keeps per-app files; outside the working tree, next to the local services' state.

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agents.chat_runtime import ChatRuntime
+from agents.chat.runtime import ChatRuntime
 
 
 def create_worker_web(runtime: ChatRuntime) -> Starlette:

@@ -8,10 +8,10 @@ import sys
 import faust
 from faust.contrib.asgi import serve_asgi
 
-from agents.aggregates_agent import register_aggregates
+from agents.aggregates.agent import register_aggregates
 from agents.app import create_app
-from agents.chat_agent import register_chat_agent
-from agents.chat_runtime import ChatRuntime
+from agents.chat.agent import register_chat_agent
+from agents.chat.runtime import ChatRuntime
 from agents.metrics import WorkerMetrics, update_consumer_lag
 from agents.web import create_worker_web
 from tokenwire.settings import Settings

@@ -15,9 +15,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from api.metrics import EdgeMetrics
 from api.rate_limit import RateLimiter
 from api.session_hub import SessionHub
+from api.throttle import AlertThrottle, follow_alerts
 from tokenwire.kafka_clients import new_admin, new_producer
 from tokenwire.settings import Settings
-from tokenwire.throttle import AlertThrottle, follow_alerts
 from tokenwire.topics import SessionTopics
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ class EdgeRuntime:
         self.settings = settings
         self.metrics = EdgeMetrics()
         self.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
-        # Users with a live risk alert on chat.alerts (see tokenwire/throttle.py).
+        # Users with a live risk alert on chat.alerts (see api/throttle.py).
         self.throttle = AlertThrottle()
         self.hub = SessionHub(
             settings, self.metrics, client_id=f"{CLIENT_ID}-hub",

@@ -19,7 +19,7 @@ class RiskAlert(Contract):
     user_id: UserId
     score: float = Field(ge=0, le=1)
     threshold: float = Field(gt=0, le=1)
-    # Names of the signals that fired (see agents/risk.py), e.g. ["burst", "injection"].
+    # Names of the signals that fired (see agents/aggregates/risk.py), e.g. ["burst", "injection"].
     signals: list[str] = Field(default_factory=list)
     window: str
     window_start: float

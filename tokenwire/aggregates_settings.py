@@ -2,7 +2,7 @@
 
 Lists are given as JSON in the environment (``TOKENWIRE_AGG_WINDOWS_S='[10, 60]'``); the risk
 weights too (``TOKENWIRE_AGG_RISK_WEIGHTS='{"burst": 0.4, "injection": 0.6}'``). A signal left out
-of ``risk_weights`` weighs 0. See ``agents/risk.py`` for the meaning of every risk key.
+of ``risk_weights`` weighs 0. See ``agents/aggregates/risk.py`` for the meaning of every risk key.
 """
 
 from __future__ import annotations

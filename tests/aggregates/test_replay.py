@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from influxdb_client import InfluxDBClient
 
-from agents.aggregates_replay import replay_aggregates
+from agents.aggregates.replay import replay_aggregates
 from tests.aggregates.conftest import FAST_AGGREGATES, Stack, flux_rows, wait_rows
 from tests.aggregates.lifecycle_factory import by_time, request_events
 from tests.fixtures.services import make_unique_name

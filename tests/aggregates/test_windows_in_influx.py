@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.throttle import AlertThrottle, follow_alerts
 from schemas.alerts import RiskAlert
 from tests.aggregates.conftest import Stack, new_stack, rate_flux
 from tests.aggregates.lifecycle_factory import by_time, request_events
 from tests.fixtures.pipeline import WorkerProcess
 from tests.fixtures.services import InfluxTarget
-from tokenwire.throttle import AlertThrottle, follow_alerts
 
 pytestmark = pytest.mark.slow
 

@@ -54,9 +54,9 @@ def test_aggregates_hands_over_to_the_aggregates_replay_with_a_fresh_group(
         calls.append((settings, since, until, bucket, group_id))
         return 0
 
-    stand_in = types.ModuleType("agents.aggregates_replay")
+    stand_in = types.ModuleType("agents.aggregates.replay")
     stand_in.replay_aggregates = replay_aggregates  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "agents.aggregates_replay", stand_in)
+    monkeypatch.setitem(sys.modules, "agents.aggregates.replay", stand_in)
     settings = Settings(worker_id="live-worker")
     argv = ["replay", "aggregates", "--since", "2025-01-01T00:00:00Z", "--until", "1735693200",
             "--bucket", "5m"]
@@ -72,7 +72,7 @@ def test_aggregates_hands_over_to_the_aggregates_replay_with_a_fresh_group(
 def test_aggregates_without_the_aggregates_replay_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "agents.aggregates_replay", None)  # import fails
+    monkeypatch.setitem(sys.modules, "agents.aggregates.replay", None)  # import fails
     args = build_parser().parse_args(["replay", "aggregates", "--since", "1", "--until", "2"])
 
     assert run(args, Settings()) == 2

@@ -1,11 +1,11 @@
 """The baseline: the simulator streamed straight to SSE clients, no Kafka.
 
-``GET /relay?prompt=...`` calls the LLM with the same client and the same chunk reader as the
-worker (``agents.llm_stream``), stamps ``received_at`` at the same point, and sends the same event
-shapes (start, token {text, received_at, seq}, done) through sse-starlette under uvicorn, as the
-edge does. The difference between the two paths is then Kafka, the worker's session writer and
-the edge's hub. Run with ``python -m tokenwire.bench.relay --host H --port P`` (settings from the
-``TOKENWIRE_*`` environment).
+``GET /relay?prompt=...`` calls the LLM with the same client and the same chunk reader as
+the worker (``agents.chat.llm_stream``), stamps ``received_at`` at the same point, and sends the
+same event shapes (start, token {text, received_at, seq}, done) through sse-starlette under
+uvicorn, as the edge does. The difference between the two paths is then Kafka, the worker's
+session writer and the edge's hub. Run with ``python -m tokenwire.bench.relay --host H --port P``
+(settings from the ``TOKENWIRE_*`` environment).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agents.llm_stream import new_client, stream_chunks
+from agents.chat.llm_stream import new_client, stream_chunks
 from schemas.requests import ChatMessage, ChatRequest
 from tokenwire.errors import GenerationError
 from tokenwire.settings import Settings, get_settings

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from agents.request_intake import Rejection, decode_request
+from agents.chat.request_intake import Rejection, decode_request
 from schemas.dead_letter import (
     ERROR_HEADER,
     REASON_HEADER,

@@ -20,7 +20,7 @@ from tokenwire.replay.log_reader import ReplayError, TimeRange, parse_time
 from tokenwire.replay.progress import Progress
 from tokenwire.settings import Settings
 
-AGGREGATES_MODULE = "agents.aggregates_replay"
+AGGREGATES_MODULE = "agents.aggregates.replay"
 DEFAULT_BUCKET = "1m"
 _DURATION_RE = re.compile(r"^(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)?$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -138,7 +138,7 @@ def _verify(args: argparse.Namespace, settings: Settings, window: TimeRange, out
 
 
 def _aggregates(args: argparse.Namespace, settings: Settings, window: TimeRange) -> int:
-    """Hand over to ``agents.aggregates_replay.replay_aggregates`` (since/until/bucket in s)."""
+    """Hand over to ``agents.aggregates.replay.replay_aggregates`` (since/until/bucket in s)."""
     if window.since is None or window.until is None:
         raise ReplayError("aggregates needs both --since and --until")
     group_id = args.group_id or f"tokenwire-replay-aggregates-{uuid.uuid4().hex[:12]}"

@@ -23,11 +23,11 @@ from typing import Any
 from aiokafka import TopicPartition
 from pydantic import ValidationError
 
-from agents.aggregates_agent import new_sink
-from agents.aggregation import Aggregator
+from agents.aggregates.agent import new_sink
+from agents.aggregates.aggregation import Aggregator
+from agents.aggregates.points import PointRow
+from agents.aggregates.windows import window_label
 from agents.metrics import WorkerMetrics
-from agents.points import PointRow
-from agents.windows import window_label
 from schemas.lifecycle import parse_lifecycle_event
 from tokenwire.aggregates_settings import AggregatesSettings
 from tokenwire.kafka_clients import new_consumer

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from agents.content_flags import count_injection, find_pii, is_refusal, luhn_valid, scan_answer
-from agents.risk import Baseline, RiskConfig, RiskInputs, score, signals
+from agents.aggregates.content_flags import (
+    count_injection,
+    find_pii,
+    is_refusal,
+    luhn_valid,
+    scan_answer,
+)
+from agents.aggregates.risk import Baseline, RiskConfig, RiskInputs, score, signals
 from tokenwire.aggregates_settings import AggregatesSettings
 
 CONFIG = RiskConfig.from_settings(AggregatesSettings())

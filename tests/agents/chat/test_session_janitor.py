@@ -8,7 +8,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from agents.session_janitor import SessionJanitor
+from agents.chat.session_janitor import SessionJanitor
 from tokenwire.settings import Settings
 from tokenwire.topics import SessionTopics
 

@@ -4,8 +4,8 @@
 state (the Faust table in the worker, a dict in tests and replays) and returns what to emit.
 Keys of the state (a user lives on one partition of ``chat.events``, keyed by user_id):
 
-    w|<partition>|<size>|<start>|<user>   UserWindow: one user's window (agents/windows.py)
-    b|<size>|<user>                       Baseline: the user's moving averages (agents/risk.py)
+    w|<partition>|<size>|<start>|<user>   UserWindow: one user's window (windows.py)
+    b|<size>|<user>                       Baseline: the user's moving averages (risk.py)
     o|<user>                              requests accepted, not finished: {request_id: [model, at]}
     c|<partition>                         {"wm": watermark, "offset": last offset applied,
                                            "open": [[size, start], ...] windows still open}
@@ -26,10 +26,10 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.content_flags import scan_answer, scan_prompt
-from agents.points import PointRow, alert_row, rate_rows, risk_row
-from agents.risk import Baseline, RiskConfig, RiskInputs, RiskScore, score
-from agents.windows import UserWindow, window_label, window_start
+from agents.aggregates.content_flags import scan_answer, scan_prompt
+from agents.aggregates.points import PointRow, alert_row, rate_rows, risk_row
+from agents.aggregates.risk import Baseline, RiskConfig, RiskInputs, RiskScore, score
+from agents.aggregates.windows import UserWindow, window_label, window_start
 from schemas.alerts import RiskAlert
 from schemas.lifecycle import Accepted, Completed, Failed, FirstToken, LifecycleEvent
 from tokenwire.aggregates_settings import AggregatesSettings

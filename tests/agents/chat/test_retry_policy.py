@@ -1,6 +1,6 @@
 """Retry policy: bounded attempts, exponential backoff with jitter, Retry-After obeyed."""
 
-from agents.retry_policy import RetryPolicy
+from agents.chat.retry_policy import RetryPolicy
 from tokenwire.errors import GenerationError
 
 POLICY = RetryPolicy(max_attempts=4, base_delay_s=0.1, max_delay_s=2.0)

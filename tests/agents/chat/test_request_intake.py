@@ -2,7 +2,7 @@
 
 import json
 
-from agents.request_intake import Rejection, decode_request
+from agents.chat.request_intake import Rejection, decode_request
 from schemas import ChatRequest
 
 

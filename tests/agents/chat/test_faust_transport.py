@@ -1,4 +1,4 @@
-"""Partitions Faust pauses are paused in the Kafka client too (agents/faust_transport.py).
+"""Partitions Faust pauses are paused in the Kafka client too (agents/chat/faust_transport.py).
 
 Faust pauses a table's changelog partitions once recovery is done. With Faust's own transport
 aiokafka kept fetching them into a buffer nothing drained, which held back every other fetch.
@@ -14,7 +14,7 @@ import faust
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from agents import faust_transport
+from agents.chat import faust_transport
 from tests.fixtures.waiting import eventually
 
 STARTUP_TIMEOUT_S = 30.0

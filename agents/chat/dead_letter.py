@@ -6,7 +6,7 @@ import logging
 
 from aiokafka import AIOKafkaProducer
 
-from agents.request_intake import Rejection
+from agents.chat.request_intake import Rejection
 from schemas import dead_letter as dl
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,10 @@
-"""The chat agent: thin on purpose, the logic lives in ``chat_runtime``."""
+"""The chat agent: thin on purpose, the logic lives in ``runtime``."""
 
 from __future__ import annotations
 
 import faust
 
-from agents.chat_runtime import ChatRuntime
+from agents.chat.runtime import ChatRuntime
 
 
 def register_chat_agent(app: faust.App, runtime: ChatRuntime) -> None:
@@ -18,7 +18,7 @@ def register_chat_agent(app: faust.App, runtime: ChatRuntime) -> None:
     )
 
     # concurrency=1 on purpose: the runtime runs generations concurrently itself, with offsets
-    # acked only when a request is finished (see chat_runtime).
+    # acked only when a request is finished (see runtime.py).
     @app.agent(requests, name="chat-requests", concurrency=1)
     async def chat_requests(stream: faust.StreamT) -> None:
         manual = stream.noack()

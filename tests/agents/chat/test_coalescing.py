@@ -1,6 +1,6 @@
 """Token coalescing: per chunk, or bounded by size and latency."""
 
-from agents.coalescing import Coalescer
+from agents.chat.coalescing import Coalescer
 
 
 def test_chunk_mode_emits_every_chunk() -> None:

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 import openai
 
-from agents.coalescing import Coalescer
-from agents.llm_stream import Chunk, stream_chunks
+from agents.chat.coalescing import Coalescer
+from agents.chat.llm_stream import Chunk, stream_chunks
+from agents.chat.retry_policy import RetryPolicy
+from agents.chat.session_writer import SessionWriter
 from agents.metrics import WorkerMetrics
-from agents.retry_policy import RetryPolicy
-from agents.session_writer import SessionWriter
 from schemas.session_events import Timings, Usage
 from tokenwire.errors import GenerationError
 from tokenwire.settings import Settings

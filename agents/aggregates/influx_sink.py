@@ -27,7 +27,7 @@ from influxdb_client import Point, WritePrecision
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 from influxdb_client.rest import ApiException
 
-from agents.points import PointRow
+from agents.aggregates.points import PointRow
 
 log = logging.getLogger(__name__)
 

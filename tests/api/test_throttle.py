@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from api.throttle import AlertThrottle, follow_alerts
 from schemas.alerts import RiskAlert
 from tokenwire.kafka_clients import new_admin, new_producer
 from tokenwire.settings import Settings
-from tokenwire.throttle import AlertThrottle, follow_alerts
 from tokenwire.topics import TopicSpec, create_topics
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agents.risk import Baseline, RiskScore
-from agents.windows import TTFT_BUCKETS, UserWindow
+from agents.aggregates.risk import Baseline, RiskScore
+from agents.aggregates.windows import TTFT_BUCKETS, UserWindow
 from schemas.alerts import RiskAlert
 from tokenwire.aggregates_settings import SIGNALS
 

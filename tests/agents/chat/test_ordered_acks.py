@@ -7,7 +7,7 @@ from typing import Any, cast
 import faust
 from aiokafka import TopicPartition
 
-from agents.ordered_acks import OrderedAcks
+from agents.chat.ordered_acks import OrderedAcks
 
 P0, P1 = TopicPartition("requests", 0), TopicPartition("requests", 1)
 

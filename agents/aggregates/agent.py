@@ -10,7 +10,7 @@ own ``at`` (event time), closing is driven by a per-partition watermark persiste
 table, and a closed window is deleted. A plain ``Table`` restores exactly from its compacted
 changelog after a restart, which sidesteps the windowed-table pitfalls (``expires`` shorter than
 the window, faust #118; window state not restored after a restart or rebalance, faust PR #412),
-and the same fold runs unchanged in ``aggregates_replay`` over a dict.
+and the same fold runs unchanged in ``aggregates.replay`` over a dict.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 import faust
 from pydantic import ValidationError
 
-from agents.aggregation import Aggregator, Output
-from agents.influx_sink import InfluxSink
+from agents.aggregates.aggregation import Aggregator, Output
+from agents.aggregates.influx_sink import InfluxSink
 from agents.metrics import WorkerMetrics
 from schemas.lifecycle import parse_lifecycle_event
 from tokenwire.aggregates_settings import AggregatesSettings

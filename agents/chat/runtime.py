@@ -18,17 +18,17 @@ import mode
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from agents.dead_letter import dead_letter
-from agents.generation import Generation, Outcome
-from agents.inflight import InflightRequests
-from agents.llm_stream import new_client
+from agents.chat.dead_letter import dead_letter
+from agents.chat.generation import Generation, Outcome
+from agents.chat.inflight import InflightRequests
+from agents.chat.llm_stream import new_client
+from agents.chat.ordered_acks import OrderedAcks
+from agents.chat.request_intake import Rejection, decode_request
+from agents.chat.request_ledger import AssignmentMarks, end_offsets, read_history
+from agents.chat.retry_policy import RetryPolicy
+from agents.chat.session_janitor import SessionJanitor
+from agents.chat.session_writer import SessionWriter, send
 from agents.metrics import WorkerMetrics
-from agents.ordered_acks import OrderedAcks
-from agents.request_intake import Rejection, decode_request
-from agents.request_ledger import AssignmentMarks, end_offsets, read_history
-from agents.retry_policy import RetryPolicy
-from agents.session_janitor import SessionJanitor
-from agents.session_writer import SessionWriter, send
 from schemas.lifecycle import Accepted, Completed, Failed, FirstToken
 from schemas.requests import ChatRequest
 from tokenwire.kafka_clients import new_admin, new_producer

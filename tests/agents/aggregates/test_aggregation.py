@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from agents.aggregation import Aggregator, Output
-from agents.points import ALERT, RATE, RISK, PointRow
+from agents.aggregates.aggregation import Aggregator, Output
+from agents.aggregates.points import ALERT, RATE, RISK, PointRow
 from schemas.lifecycle import LifecycleEvent
 from tests.aggregates.lifecycle_factory import T0, by_time, request_events
 from tokenwire.aggregates_settings import AggregatesSettings

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from influxdb_client import InfluxDBClient
 
-from agents.influx_sink import InfluxSink
+from agents.aggregates.influx_sink import InfluxSink
+from agents.aggregates.points import PointRow
 from agents.metrics import WorkerMetrics
-from agents.points import PointRow
 from tests.fixtures.asgi_server import free_port
 from tests.fixtures.services import InfluxTarget
 from tests.fixtures.waiting import eventually
@@ -158,7 +158,7 @@ async def test_influxdb_down_never_blocks_counts_losses_and_retries_the_rest(
     await sink.start()
     try:
         started = time.perf_counter()
-        with caplog.at_level(logging.WARNING, logger="agents.influx_sink"):
+        with caplog.at_level(logging.WARNING, logger="agents.aggregates.influx_sink"):
             for i in range(8):
                 sink.write(rows(10, user=f"u{i}"))
             elapsed = time.perf_counter() - started
@@ -190,7 +190,7 @@ async def test_a_batch_influxdb_rejects_is_dropped_counted_and_does_not_jam(
         assert await sink.flush()
         conflicting = PointRow("chat_rate", (("user_id", "u1"), ("window", "10s")),
                                {"requests": "many"}, 1_700_000_000)  # fmt: skip
-        with caplog.at_level(logging.ERROR, logger="agents.influx_sink"):
+        with caplog.at_level(logging.ERROR, logger="agents.aggregates.influx_sink"):
             sink.write([conflicting])
             assert await sink.flush()
         sink.write(rows(2, user="u2", value=3))
