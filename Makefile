@@ -24,8 +24,9 @@ services-status: install
 	$(BIN)/tokenwire services status
 
 ## The main job: local Kafka + InfluxDB, the simulator, the worker and the edge; Ctrl-C stops.
+## Development mode: built-in local secrets, and the chat page gets a development JWT.
 run: services-up
-	$(BIN)/tokenwire run
+	TOKENWIRE_MODE=development $(BIN)/tokenwire run
 
 ## Headless Chromium for the browser test (Debian's package; Playwright drives it).
 browser:

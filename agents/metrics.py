@@ -43,6 +43,21 @@ class WorkerMetrics:
             ["reason"],
             registry=r,
         )
+        # Alert on these two: a dead letter or terminal event Kafka would not take.
+        self.write_failures = Counter(
+            "tokenwire_worker_write_failures_total",
+            "Failed attempts of a retried write: dead_letter, error_event, completed_event, "
+            "failed_event.",
+            ["what"],
+            registry=r,
+        )
+        self.writes_given_up = Counter(
+            "tokenwire_worker_writes_given_up_total",
+            "Writes given up after TOKENWIRE_WORKER_WRITE_GIVE_UP_S; the record was acked and "
+            "its coordinates logged at ERROR.",
+            ["what"],
+            registry=r,
+        )
         self.ttft = Histogram(
             "tokenwire_worker_ttft_seconds",
             "Accepted to first token.",

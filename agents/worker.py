@@ -22,6 +22,7 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 def build_worker_app(settings: Settings) -> tuple[faust.App, ChatRuntime]:
+    settings.require_safe("worker")
     app = create_app(settings)
     runtime = ChatRuntime(settings, WorkerMetrics())
     app.add_dependency(runtime)

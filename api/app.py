@@ -18,10 +18,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
+from api.auth.development import page_for_this_visit
 from api.errors import EXCEPTION_HANDLERS
 from api.health import healthz, readyz
 from api.ingress import post_chat
 from api.metrics import metrics_endpoint
+from api.openapi import openapi_document
 from api.runtime import EdgeRuntime
 from api.session_stream import session_events
 from tokenwire.settings import Settings
@@ -30,11 +32,13 @@ PAGE = Path(__file__).parent / "static" / "index.html"
 
 
 def create_app(settings: Settings) -> Starlette:
+    """The edge; refuses (``UnsafeSettingsError``) built-in secrets outside development mode."""
+    settings.require_safe("edge")
     runtime = EdgeRuntime(settings)
     page = PAGE.read_text(encoding="utf-8")
 
     async def index(_: Request) -> HTMLResponse:
-        return HTMLResponse(page)
+        return HTMLResponse(page_for_this_visit(settings, page))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -51,6 +55,7 @@ def create_app(settings: Settings) -> Starlette:
             "/v1/sessions/{session_id}/events", session_events,
             methods=["GET"], name="session_events",
         ),
+        Route("/openapi.json", openapi_document, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint(runtime.metrics), methods=["GET"]),

@@ -10,9 +10,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tokenwire.errors import StreamTokenError
+from tokenwire.errors import AuthError, StreamTokenError
 
 log = logging.getLogger(__name__)
+
+WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="tokenwire"'}
 
 
 class ApiError(Exception):
@@ -51,8 +53,14 @@ def error_response(
 
 def token_error(exc: StreamTokenError) -> ApiError:
     code = "forbidden" if exc.status == 403 else "unauthorized"
-    headers = {} if exc.status == 403 else {"WWW-Authenticate": 'Bearer realm="tokenwire"'}
+    headers = {} if exc.status == 403 else dict(WWW_AUTHENTICATE)
     return ApiError(exc.status, code, exc.reason, headers=headers)
+
+
+def auth_error(exc: AuthError) -> ApiError:
+    if exc.status == 403:
+        return ApiError(403, "forbidden", exc.reason)
+    return ApiError(401, "unauthorized", exc.reason, headers=dict(WWW_AUTHENTICATE))
 
 
 async def _api_error(_: Request, exc: Exception) -> Response:
@@ -65,6 +73,11 @@ async def _api_error(_: Request, exc: Exception) -> Response:
 async def _token_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StreamTokenError)
     return await _api_error(request, token_error(exc))
+
+
+async def _auth_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AuthError)
+    return await _api_error(request, auth_error(exc))
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:
@@ -81,6 +94,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     ApiError: _api_error,
     StreamTokenError: _token_error,
+    AuthError: _auth_error,
     HTTPException: _http_error,
     Exception: _unexpected,
 }

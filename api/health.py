@@ -1,4 +1,5 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (Kafka answers the hub's consumer)."""
+"""``/healthz`` (the process answers) and ``/readyz`` (Kafka answers; the hub's consumer is
+whole, not being replaced)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ async def healthz(_: Request) -> JSONResponse:
 
 async def readyz(request: Request) -> JSONResponse:
     runtime: EdgeRuntime = request.app.state.runtime
-    checks = {"session_hub": "ok" if runtime.hub.running else "down"}
+    checks = {"session_hub": "ok" if runtime.hub.ready else "down"}
     try:
         requests_topic = runtime.settings.requests_topic
         topics = await runtime.hub.existing_topics([requests_topic], READY_TIMEOUT_S)

@@ -1,41 +1,43 @@
-"""``POST /v1/chat``: validate, authorise, rate-limit, publish a ``ChatRequest``, answer 202.
+"""``POST /v1/chat``: authenticate, validate, check quotas, publish a ``ChatRequest``, answer 202.
 
-Session ownership:
+The caller (``api.auth``) *is* the ``user_id``: a body ``user_id`` that differs is refused (403),
+one that is absent is filled in. Session ownership:
 
-- no ``session_id``: the edge opens a new, unguessable session (uuid4 hex) for ``user_id`` and
-  returns a stream token for it;
-- a ``session_id``: the caller must send ``Authorization: Bearer <stream token>`` for that
-  session, issued to the same ``user_id`` (401 without or with an invalid token, 403 for another
-  session or user). Nobody can post into, or obtain a token for, someone else's session. A
-  caller that wants to choose a brand-new session id gets its token out of band, as direct Kafka
-  producers do: ``tokenwire token --session S --user U``.
+- no ``session_id``: the edge opens a new, unguessable session (uuid4 hex) for the caller;
+- a ``session_id``: the caller also sends ``X-Stream-Token: <write token>`` for that session,
+  issued to the same identity (401 without or with an invalid token, 403 for another session,
+  another identity or a read-only token). Nobody can post into someone else's session.
 
+The answer carries two fresh stream tokens for the session, neither outliving the caller's own
+credential: ``stream_token`` (``read``: for the SSE URL) and ``write_token`` (for follow-ups).
 Fields the server owns (``request_id``, ``created_at``, ``schema_version``) are ignored in the body.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api.errors import ApiError, token_error
-from api.rate_limit import retry_after_header
+from api.auth.authenticator import Identity
+from api.errors import ApiError, auth_error, token_error
+from api.json_body import read_json_object
 from api.runtime import EdgeRuntime
-from api.stream_tokens import bearer_token, issue_token, verify_token
+from api.stream_tokens import issue_token, verify_token
+from api.usage_ledger import admission_headers
 from schemas.requests import ChatRequest
-from tokenwire.errors import StreamTokenError, TopicError
+from tokenwire.errors import AuthError, StreamTokenError, TopicError
 
 log = logging.getLogger(__name__)
 
 # The broker refuses records over ~1 MB by default; refuse bigger bodies before publishing.
 MAX_BODY_BYTES = 900_000
+WRITE_TOKEN_HEADER = "x-stream-token"
 SERVER_FIELDS = frozenset({"request_id", "created_at", "schema_version"})
 OUTCOME_BY_STATUS = {
     400: "bad_request",
@@ -65,101 +67,90 @@ async def post_chat(request: Request) -> JSONResponse:
 
 
 async def _accept(runtime: EdgeRuntime, request: Request) -> JSONResponse:
-    body = await _json_body(request)
-    chat = _validate(body, runtime)
-    if body.get("session_id") is not None:
-        _authorise(runtime, request, chat)
-    _risk_throttle(runtime, chat.user_id)
-    _rate_limit(runtime, chat.user_id)
-    await _publish(runtime, chat)
-    token = issue_token(runtime.settings, session_id=chat.session_id, user_id=chat.user_id)
+    identity = await _authenticate(runtime, request)
+    body = await read_json_object(request, max_bytes=MAX_BODY_BYTES)
+    new_session = body.get("session_id") is None
+    chat = _validate(body, runtime, identity)
+    if not new_session:
+        _authorise_session(runtime, request, chat.session_id, identity)
+    runtime.quotas.check(identity, model=chat.model or "", new_session=new_session)
+    await _publish(runtime, chat, new_session=new_session)
+    runtime.ledger.note_admitted(
+        identity.user_id, chat.request_id or "", chat.session_id, new_session=new_session
+    )
     log.info(
-        "chat request accepted request_id=%s session=%s new_session=%s",
-        chat.request_id, chat.session_id, body.get("session_id") is None,
+        "chat request accepted request_id=%s session=%s new_session=%s credential=%s",
+        chat.request_id, chat.session_id, new_session, identity.credential,
     )
     return JSONResponse(
         {
             "request_id": chat.request_id,
             "session_id": chat.session_id,
             "events_url": events_path(chat.session_id),
-            "stream_token": token,
+            "stream_token": _stream_token(runtime, chat.session_id, identity, "read"),
+            "write_token": _stream_token(runtime, chat.session_id, identity, "write"),
         },
         status_code=202,
     )
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise ApiError(400, "bad_request", "content type must be application/json")
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw.extend(chunk)
-        if len(raw) > MAX_BODY_BYTES:
-            raise ApiError(413, "payload_too_large", f"body over {MAX_BODY_BYTES} bytes")
+async def _authenticate(runtime: EdgeRuntime, request: Request) -> Identity:
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ApiError(400, "bad_request", f"malformed JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise ApiError(
-            422, "invalid_request", "body must be a JSON object",
-            details=[{"loc": [], "msg": "Input should be an object", "type": "dict_type"}],
-        )
-    return body
+        return await runtime.auth.authenticate(request)
+    except AuthError as exc:
+        raise auth_error(exc) from exc
 
 
-def _validate(body: dict[str, Any], runtime: EdgeRuntime) -> ChatRequest:
+def _stream_token(
+    runtime: EdgeRuntime, session_id: str, identity: Identity, scope: Literal["read", "write"]
+) -> str:
+    return issue_token(
+        runtime.settings, session_id=session_id, user_id=identity.user_id, scope=scope,
+        not_after=identity.expires_at,
+    )
+
+
+def _validate(body: dict[str, Any], runtime: EdgeRuntime, identity: Identity) -> ChatRequest:
     data = {key: value for key, value in body.items() if key not in SERVER_FIELDS}
+    claimed = data.get("user_id")
+    if claimed is not None and claimed != identity.user_id:
+        raise ApiError(403, "forbidden", "user_id differs from the authenticated caller")
+    data["user_id"] = identity.user_id
     if data.get("session_id") is None:
         data["session_id"] = uuid.uuid4().hex
     if data.get("model") is None:
         data["model"] = runtime.settings.default_model
     data["request_id"] = uuid.uuid4().hex
     try:
-        return ChatRequest.model_validate(data)
+        chat = ChatRequest.model_validate(data)
     except ValidationError as exc:
         errors = [
             {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
             for error in exc.errors(include_url=False, include_context=False, include_input=False)
         ]
         raise ApiError(422, "invalid_request", "request body is invalid", details=errors) from exc
+    # Within the caller's ceiling, and filled in when absent: the worker never asks for more.
+    max_tokens = runtime.quotas.max_tokens(identity, chat.max_tokens)
+    if max_tokens == chat.max_tokens:
+        return chat
+    return chat.model_copy(update={"max_tokens": max_tokens})
 
 
-def _authorise(runtime: EdgeRuntime, request: Request, chat: ChatRequest) -> None:
+def _authorise_session(
+    runtime: EdgeRuntime, request: Request, session_id: str, identity: Identity
+) -> None:
     try:
-        token = bearer_token(request, allow_query=False)
-        claims = verify_token(runtime.settings, token, session_id=chat.session_id)
+        claims = verify_token(
+            runtime.settings, request.headers.get(WRITE_TOKEN_HEADER),
+            session_id=session_id, scope="write",
+        )
     except StreamTokenError as exc:
         raise token_error(exc) from exc
-    if claims.user_id != chat.user_id:
-        raise ApiError(403, "forbidden", "user_id does not match the stream token's user")
+    if claims.user_id != identity.user_id:
+        raise ApiError(403, "forbidden", "the session belongs to another caller")
 
 
-def _risk_throttle(runtime: EdgeRuntime, user_id: str) -> None:
-    """A user whose risk score raised an alert waits until the alert expires."""
-    reason = runtime.throttle.is_throttled(user_id)
-    if reason is None:
-        return
-    wait_s = runtime.throttle.retry_after_s(user_id) or 1.0
-    raise ApiError(
-        429, "risk_throttled", f"requests from this user are paused: {reason}",
-        headers={"Retry-After": retry_after_header(wait_s)},
-    )
-
-
-def _rate_limit(runtime: EdgeRuntime, user_id: str) -> None:
-    wait_s = runtime.limiter.acquire(user_id)
-    if wait_s is None:
-        return
-    runtime.metrics.rate_limited.inc()
-    raise ApiError(
-        429, "rate_limited", f"too many requests; retry in {wait_s:.2f}s",
-        headers={"Retry-After": retry_after_header(wait_s)},
-    )
-
-
-async def _publish(runtime: EdgeRuntime, chat: ChatRequest) -> None:
+async def _publish(runtime: EdgeRuntime, chat: ChatRequest, *, new_session: bool) -> None:
     settings = runtime.settings
     try:
         # Created before publishing so that a reader can attach the moment it has the token.
@@ -168,6 +159,9 @@ async def _publish(runtime: EdgeRuntime, chat: ChatRequest) -> None:
             settings.requests_topic,
             value=chat.model_dump_json().encode(),
             key=chat.session_id.encode(),
+            headers=admission_headers(
+                chat.user_id, chat.request_id or "", chat.session_id, new_session=new_session
+            ),
         )
     except (TopicError, KafkaError) as exc:
         log.warning(

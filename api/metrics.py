@@ -17,6 +17,8 @@ from prometheus_client import (
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.connection_limits import REFUSALS
+
 # Outcomes of POST /v1/chat; the label takes no other value.
 OUTCOMES = (
     "accepted",
@@ -28,6 +30,9 @@ OUTCOMES = (
     "risk_throttled",
     "unavailable",
 )
+# Why GET /v1/sessions/{id}/events was refused before streaming; no other label value.
+REFUSED_POSITION = "position_out_of_range"
+SSE_REFUSALS = (*REFUSALS, REFUSED_POSITION)
 
 
 class EdgeMetrics:
@@ -64,8 +69,21 @@ class EdgeMetrics:
             "Sessions the shared consumer currently follows.",
             registry=self.registry,
         )
+        self.sse_refused = Counter(
+            "tokenwire_edge_sse_refused",
+            "SSE streams refused before streaming, by reason (connection caps, resume position).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.hub_consumer_restarts = Counter(
+            "tokenwire_edge_hub_consumer_restarts",
+            "Times the shared consumer was found broken and replaced.",
+            registry=self.registry,
+        )
         for outcome in OUTCOMES:
             self.requests.labels(outcome=outcome)
+        for reason in SSE_REFUSALS:
+            self.sse_refused.labels(reason=reason)
 
     def outcome(self, outcome: str) -> None:
         self.requests.labels(outcome=outcome).inc()

@@ -1,4 +1,4 @@
-"""Everything the edge holds for its lifetime: Kafka clients, the hub, limiter and metrics.
+"""Everything the edge holds for its lifetime: Kafka clients, the hub, auth, quotas, metrics.
 
 Started and stopped by the app's lifespan; on a failed start whatever did start is closed.
 """
@@ -12,10 +12,13 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from api.auth.authenticator import Authenticator
+from api.connection_limits import ConnectionLimits
 from api.metrics import EdgeMetrics
-from api.rate_limit import RateLimiter
+from api.quotas import QuotaGate
 from api.session_hub import SessionHub
 from api.throttle import AlertThrottle, follow_alerts
+from api.usage_ledger import UsageLedger
 from tokenwire.kafka_clients import new_admin, new_producer
 from tokenwire.settings import Settings
 from tokenwire.topics import SessionTopics
@@ -29,9 +32,13 @@ class EdgeRuntime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = EdgeMetrics()
-        self.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        self.connections = ConnectionLimits.from_settings(settings)
+        self.auth = Authenticator(settings)
         # Users with a live risk alert on chat.alerts (see api/throttle.py).
         self.throttle = AlertThrottle()
+        # Every identity's usage, read back from the topics (see api/usage_ledger.py).
+        self.ledger = UsageLedger(settings, client_id=f"{CLIENT_ID}-ledger")
+        self.quotas = QuotaGate(self.ledger, self.throttle, self.metrics.registry)
         self.hub = SessionHub(
             settings, self.metrics, client_id=f"{CLIENT_ID}-hub",
             on_topic_deleted=self._forget_topic,
@@ -62,6 +69,10 @@ class EdgeRuntime:
             admin = new_admin(self.settings.kafka_bootstrap, client_id=f"{CLIENT_ID}-admin")
             stack.push_async_callback(admin.close)
             await admin.start()
+            stack.push_async_callback(self.auth.close)
+            await self.auth.start()
+            stack.push_async_callback(self.ledger.stop)
+            await self.ledger.start()
             stack.push_async_callback(self.hub.stop)
             await self.hub.start()
             alerts = asyncio.create_task(

@@ -14,6 +14,12 @@ readers (``Subscription``) follow it at their own cursor.
 - Release: when a session's last reader leaves, its partition is unassigned and its feed dropped.
 - Deletion: a followed session topic gone from the metadata ends its readers' streams. Metadata is
   asked for the followed topics only (``TopicMetadata``), never for the whole cluster.
+- Supervision: the consumer is replaced (exponential backoff) when it is closed, its fetcher task
+  has died (aiokafka then answers ``getmany`` with nothing, forever) or steps keep failing. The new
+  one is assigned the followed sessions and sought to each feed's position, so readers lose
+  nothing and see nothing twice; ``ready`` is False meanwhile (``/readyz`` answers 503).
+- Positions: ``end_offset`` tells where a session ends, from what the feed has read when that
+  suffices, else asked of the partition's leader; streams refuse a resume position beyond it.
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ from tokenwire.topic_metadata import TopicMetadata
 
 log = logging.getLogger(__name__)
 
+# Kafka offsets are signed 64-bit; a seek beyond this cannot even be encoded in a fetch request.
+MAX_OFFSET = 2**63 - 1
+
 POLL_MS = 50
 MAX_RECORDS = 2_000
 METADATA_TIMEOUT_S = 5.0
@@ -53,6 +62,14 @@ PENDING_RECHECK_S = 0.5
 ASSIGNED_RECHECK_S = 2.0
 ERROR_BACKOFF_S = 0.5
 LOOKUP_IDLE_S = 1.0
+# Supervision: replace the consumer after this many failed steps in a row; wait
+# RESTART_BACKOFF_S * 2**n (at most RESTART_BACKOFF_MAX_S) before the n-th replacement in a row;
+# a consumer that stayed up STABLE_S resets n.
+RESTART_AFTER_FAILURES = 3
+RESTART_BACKOFF_S = 0.1
+RESTART_BACKOFF_MAX_S = 5.0
+STABLE_S = 30.0
+CLOSE_TIMEOUT_S = 5.0
 
 
 class SessionHub:
@@ -76,22 +93,23 @@ class SessionHub:
         self._paused: set[TopicPartition] = set()
         self._changed = asyncio.Event()
         self._next_metadata_check = 0.0
-        self._terminals = TerminalIndex()
+        self._terminals = TerminalIndex(settings.sse_terminal_index_size)
+        # One broker lookup per topic at a time, however many streams ask (bounded by them).
+        self._end_lookups: dict[str, asyncio.Task[int | None]] = {}
         self._closed = False
+        self._failures = 0
+        self._restarts_in_a_row = 0
+        self._up_since = 0.0
         self.consumers_created = 0
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        consumer = new_consumer(self._settings.kafka_bootstrap, client_id=self._client_id)
-        self.consumers_created += 1
         try:
             await self._metadata.start()
-            await consumer.start()
+            await self._start_consumer()
         except BaseException:
-            await consumer.stop()
             await self._metadata.close()
             raise
-        self._consumer = consumer
         self._task = asyncio.create_task(self._run(), name="tokenwire-session-hub")
         log.info("session hub started client_id=%s", self._client_id)
 
@@ -103,11 +121,24 @@ class SessionHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for lookup in list(self._end_lookups.values()):
+            lookup.cancel()
         if self._consumer is not None:
-            await self._consumer.stop()
+            await _close_consumer(self._consumer)
             self._consumer = None
         await self._metadata.close()
         log.info("session hub stopped client_id=%s", self._client_id)
+
+    async def _start_consumer(self) -> None:
+        consumer = new_consumer(self._settings.kafka_bootstrap, client_id=self._client_id)
+        self.consumers_created += 1
+        try:
+            await consumer.start()
+        except BaseException:
+            await _close_consumer(consumer)
+            raise
+        self._consumer = consumer
+        self._up_since = time.monotonic()
 
     def drain(self) -> None:
         """End every stream now and refuse new ones (server shutdown); clients reconnect with
@@ -120,6 +151,9 @@ class SessionHub:
     # --- readers ------------------------------------------------------------------------
     def subscribe(self, session_id: str, start: int) -> Subscription:
         """A reader of ``session_id`` from offset ``start``; call ``leave()`` when done."""
+        if not 0 <= start <= MAX_OFFSET:
+            # A feed's position is what the consumer is sought to: it must be a Kafka offset.
+            raise ValueError(f"start must be an offset in [0, {MAX_OFFSET}]")
         sub = Subscription(session_id, start, self._leave)
         if self._closed:
             sub.close(CLOSED_SHUTDOWN)
@@ -177,11 +211,43 @@ class SessionHub:
             sub.leave()
         return None
 
+    async def end_offset(self, session_id: str, *, at_least: int, timeout_s: float) -> int:
+        """Where the session ends (the offset its next event gets; 0 if it has no topic yet).
+
+        What the feed has read already proves the end is at least there: when that reaches
+        ``at_least`` it is the answer, without a broker round trip. Else the partition's leader
+        is asked; raises ``TimeoutError`` when it does not answer within ``timeout_s``.
+        """
+        topic = self._settings.session_topic(session_id)
+        feed = self._feeds.get(topic)
+        if feed is not None and feed.active and feed.next_offset >= at_least:
+            return feed.next_offset
+        lookup = self._end_lookups.get(topic)
+        if lookup is None:
+            lookup = asyncio.create_task(
+                self._metadata.end_offset(topic, timeout_s=timeout_s), name="tokenwire-end-offset"
+            )
+            self._end_lookups[topic] = lookup
+            lookup.add_done_callback(lambda done: self._end_lookup_done(topic, done))
+        end = await asyncio.shield(lookup)
+        return 0 if end is None else end
+
+    def _end_lookup_done(self, topic: str, lookup: asyncio.Task[int | None]) -> None:
+        if self._end_lookups.get(topic) is lookup:
+            del self._end_lookups[topic]
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved: the askers (if any are left) got it already
+
     # --- introspection (readiness, tests) -----------------------------------------------
     def assigned_topics(self) -> set[str]:
         if self._consumer is None:
             return set()
         return {tp.topic for tp in self._consumer.assignment()}
+
+    @property
+    def ready(self) -> bool:
+        """The loop runs and its consumer is whole: streams are being fed."""
+        return self.running and self._consumer_broken() is None
 
     def session_topics(self) -> set[str]:
         return set(self._feeds)
@@ -200,12 +266,59 @@ class SessionHub:
     async def _run(self) -> None:
         while True:
             try:
+                broken = self._consumer_broken()
+                if broken is not None:
+                    await self._replace_consumer(broken)
                 await self._step()
+                self._failures = 0
+                if self._restarts_in_a_row and time.monotonic() - self._up_since >= STABLE_S:
+                    self._restarts_in_a_row = 0
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the loop must outlive any single Kafka hiccup
-                log.warning("session hub step failed error=%r", exc)
-                await asyncio.sleep(ERROR_BACKOFF_S)
+            except Exception as exc:  # the loop must outlive any Kafka failure
+                self._failures += 1
+                log.warning(
+                    "session hub step failed failures=%d error=%r", self._failures, exc
+                )
+                if self._failures < RESTART_AFTER_FAILURES:
+                    await asyncio.sleep(ERROR_BACKOFF_S)
+
+    def _consumer_broken(self) -> str | None:
+        """Why the consumer cannot feed streams any more, or None while it can."""
+        consumer = self._consumer
+        if consumer is None:
+            return "no consumer"
+        if self._failures >= RESTART_AFTER_FAILURES:
+            return f"{self._failures} steps failed in a row"
+        if consumer._closed:
+            return "consumer closed"
+        # aiokafka's fetcher task dying (an unexpected error, e.g. a request it cannot encode)
+        # leaves getmany() answering "no records" forever: only the task itself tells.
+        fetch_task: asyncio.Future[None] = consumer._fetcher.error_future
+        if fetch_task.done():
+            error = None if fetch_task.cancelled() else fetch_task.exception()
+            return f"fetcher stopped error={error!r}"
+        return None
+
+    async def _replace_consumer(self, why: str) -> None:
+        old, self._consumer = self._consumer, None
+        # The new consumer starts unassigned: every feed is sought to its own position again.
+        self._assigned, self._paused = set(), set()
+        for feed in self._feeds.values():
+            feed.needs_seek = True
+        self._failures = 0
+        delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2**self._restarts_in_a_row)
+        self._restarts_in_a_row += 1
+        self._metrics.hub_consumer_restarts.inc()
+        log.warning(
+            "replacing the session hub consumer why=%s in_s=%.2f sessions=%d",
+            why, delay, len(self._feeds),
+        )
+        if old is not None:
+            await _close_consumer(old)
+        await asyncio.sleep(delay)
+        await self._start_consumer()
+        log.info("session hub consumer replaced sessions=%d", len(self._feeds))
 
     async def _step(self) -> None:
         assert self._consumer is not None
@@ -325,7 +438,7 @@ class SessionHub:
         try:
             text = raw.decode("utf-8")
             event = parse_session_event(text)
-        except (UnicodeDecodeError, ValidationError) as exc:
+        except (UnicodeDecodeError, ValidationError, ValueError) as exc:
             log.warning(
                 "skipping record that is not a session event topic=%s offset=%d error=%s",
                 topic, record.offset, type(exc).__name__,
@@ -333,3 +446,15 @@ class SessionHub:
             return None
         sse = encode_event(text, event=event.type, event_id=record.offset)
         return Entry(record.offset, event.type, event.request_id, sse)
+
+
+async def _close_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop ``consumer`` and close its connections, whatever state it is in."""
+    try:
+        await asyncio.wait_for(consumer.stop(), CLOSE_TIMEOUT_S)
+    except Exception as exc:
+        # A consumer whose fetcher died raises that error from stop() before it closes its
+        # client: close the connections here, or each replacement would leak them.
+        log.info("session hub consumer stop failed error=%r", exc)
+        with contextlib.suppress(Exception):
+            await consumer._client.close()

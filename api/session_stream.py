@@ -9,7 +9,10 @@ Wire format, one SSE event per session event::
 The stream opens with ``retry: <sse_retry_ms>`` and carries a ``: ping`` comment after every
 ``sse_ping_s`` without an event. Where to start: ``Last-Event-ID: N`` → offset N+1 (it wins,
 since EventSource resends the same URL on reconnect), else ``?from=N`` → offset N, else the
-topic's beginning.
+topic's beginning. A start past the end of the session is refused with 416 (``details.next_offset``
+says where it ends); the ids this edge sends are always below that end, so EventSource's own
+reconnects are never refused. A start below the oldest retained event reads from that event.
+Open streams are capped per user (429) and per process (503), both with ``Retry-After``.
 ``?until=done&request_id=R`` ends the stream after R's done/error event; a client whose
 position is already past that event gets 204, which stops EventSource from reconnecting.
 """
@@ -19,14 +22,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from sse_starlette import ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
+from api.connection_limits import REFUSED_USER, ConnectionSlot
 from api.errors import ApiError, token_error
+from api.metrics import REFUSED_POSITION
+from api.rate_limit import retry_after_header
 from api.runtime import EdgeRuntime
 from api.session_feed import CLOSED_DISCONNECTED, Subscription
 from api.sse_response import PING, LeanEventSourceResponse
@@ -41,6 +48,9 @@ SESSION_ID = re.compile(SESSION_ID_PATTERN)
 OFFSET = re.compile(r"[0-9]{1,19}")
 MAX_OFFSET = 2**63 - 1
 TERMINAL_LOOKUP_TIMEOUT_S = 5.0
+END_OFFSET_TIMEOUT_S = 5.0
+# A refused stream may try again this much later (the cap frees as other streams end).
+REFUSED_RETRY_AFTER_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -74,24 +84,97 @@ class _StreamControl:
             self.subscription.close(CLOSED_DISCONNECTED)
 
 
+class _SlotHoldingResponse(LeanEventSourceResponse):
+    """Holds the stream's connection slot while it is served, and frees it on every path
+    (a HEAD or a failed first send never runs the body iterator's own cleanup)."""
+
+    def __init__(
+        self,
+        content: AsyncIterator[ServerSentEvent | bytes],
+        *,
+        slot: ConnectionSlot,
+        on_disconnect: Callable[[], None],
+        send_timeout: float | None,
+    ) -> None:
+        super().__init__(content, on_disconnect=on_disconnect, send_timeout=send_timeout)
+        self._slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slot.release()
+
+
 async def session_events(request: Request) -> Response:
     runtime: EdgeRuntime = request.app.state.runtime
     params = _params(request)
     try:
-        verify_token(
+        claims = verify_token(
             runtime.settings, bearer_token(request, allow_query=True),
             session_id=params.session_id,
         )
     except StreamTokenError as exc:
         raise token_error(exc) from exc
-    if await _already_finished(runtime, params):
-        return Response(status_code=204)
+    # Taken before any Kafka lookup, so lookups in flight are bounded by the caps too.
+    slot = _take_slot(runtime, claims.user_id)
+    try:
+        await _check_position(runtime, params)
+        if await _already_finished(runtime, params):
+            slot.release()
+            return Response(status_code=204)
+    except BaseException:
+        slot.release()
+        raise
     control = _StreamControl()
-    return LeanEventSourceResponse(
+    return _SlotHoldingResponse(
         _stream(runtime, params, control),
+        slot=slot,
         on_disconnect=control.disconnected,
         send_timeout=runtime.settings.sse_send_timeout_s,
     )
+
+
+def _take_slot(runtime: EdgeRuntime, user_id: str) -> ConnectionSlot:
+    taken = runtime.connections.acquire(user_id)
+    if isinstance(taken, ConnectionSlot):
+        return taken
+    runtime.metrics.sse_refused.labels(reason=taken).inc()
+    # %r: a user id is the caller's text; escaped, it cannot start a forged log line.
+    log.info("sse stream refused reason=%s user=%r", taken, user_id)
+    retry = {"Retry-After": retry_after_header(REFUSED_RETRY_AFTER_S)}
+    if taken == REFUSED_USER:
+        cap = runtime.settings.sse_max_connections_per_user
+        raise ApiError(
+            429, "too_many_streams", f"at most {cap} open streams per user", headers=retry
+        )
+    raise ApiError(
+        503, "edge_full", "this edge holds all the streams it may; retry later", headers=retry
+    )
+
+
+async def _check_position(runtime: EdgeRuntime, params: StreamParams) -> None:
+    """A resume position past the session's end is refused: it is no position the edge sent,
+    and following a session from there would wait for events that may never come."""
+    if params.start == 0:
+        return
+    try:
+        end = await runtime.hub.end_offset(
+            params.session_id, at_least=params.start, timeout_s=END_OFFSET_TIMEOUT_S
+        )
+    except Exception as exc:  # Kafka does not answer: say so, do not guess
+        log.warning("session end offset lookup failed session=%s error=%r", params.session_id, exc)
+        raise ApiError(
+            503, "unavailable", "the session's position could not be checked; retry",
+            headers={"Retry-After": "1"},
+        ) from exc
+    if params.start > end:
+        runtime.metrics.sse_refused.labels(reason=REFUSED_POSITION).inc()
+        raise ApiError(
+            416, "position_out_of_range",
+            f"resume position {params.start} is past the end of the session ({end})",
+            details={"next_offset": end},
+        )
 
 
 def _params(request: Request) -> StreamParams:

@@ -1,94 +1,122 @@
-"""Stream tokens: who may read (and post into) one session, until when.
+"""Stream tokens: who may read (``read``) or post into (``write``) one session, until when.
 
-A token is ``<payload>.<signature>``, both base64url without padding: the payload is compact
-JSON ``{"sid": session_id, "uid": user_id, "exp": epoch_seconds}`` and the signature is
-HMAC-SHA256 of the encoded payload under ``settings.stream_token_secret``. The signature is
-checked (in constant time) before anything in the payload is trusted.
+A stream token is a compact JWS (HS256) signed by the edge with one of
+``settings.auth.stream_token_keys``; its header names the key (``kid``), so a new key can sign
+while the old one still verifies during a rotation. Claims::
+
+    {"iss": "tokenwire-edge", "aud": "tokenwire:stream", "sid": session, "sub": user,
+     "scope": "read" | "write", "exp": ..., "iat": ...}
+
+``aud`` keeps stream tokens and caller credentials apart: neither is accepted as the other.
+A token never outlives the credential it was minted for (``not_after``), and a new one is only
+minted for a caller's credential, never for an old stream token, so a leaked ``?token=`` (always
+``read``) cannot renew itself.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
 import time
 from dataclasses import dataclass
+from typing import Literal
 
+import jwt
 from starlette.requests import Request
 
 from tokenwire.errors import StreamTokenError
 from tokenwire.settings import Settings
 
+Scope = Literal["read", "write"]
+ISSUER = "tokenwire-edge"
+AUDIENCE = "tokenwire:stream"
 MAX_TOKEN_CHARS = 2048
+# Edges' clocks differ a little; a token is still good this long past its ``exp``.
+LEEWAY_S = 5
+REQUIRED_CLAIMS = ["exp", "sid", "sub", "scope"]
 
 
 @dataclass(frozen=True)
 class StreamClaims:
     session_id: str
     user_id: str
+    scope: Scope
     expires_at: int
 
 
-def _b64encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _sign(settings: Settings, payload: str) -> str:
-    key = settings.stream_token_secret.get_secret_value().encode()
-    return _b64encode(hmac.new(key, payload.encode("ascii"), hashlib.sha256).digest())
-
-
 def issue_token(
-    settings: Settings, *, session_id: str, user_id: str, now: float | None = None
+    settings: Settings,
+    *,
+    session_id: str,
+    user_id: str,
+    scope: Scope = "read",
+    not_after: float | None = None,
+    now: float | None = None,
 ) -> str:
-    issued = time.time() if now is None else now
-    claims = {"sid": session_id, "uid": user_id, "exp": int(issued) + settings.stream_token_ttl_s}
-    payload = _b64encode(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
-    return f"{payload}.{_sign(settings, payload)}"
-
-
-def _claims(payload: str) -> StreamClaims:
-    try:
-        data = json.loads(_b64decode(payload))
-    except (binascii.Error, ValueError) as exc:
-        raise StreamTokenError("malformed token", status=401) from exc
-    if not isinstance(data, dict):
-        raise StreamTokenError("malformed token", status=401)
-    sid, uid, exp = data.get("sid"), data.get("uid"), data.get("exp")
-    if not (isinstance(sid, str) and isinstance(uid, str) and isinstance(exp, int)):
-        raise StreamTokenError("malformed token", status=401)
-    return StreamClaims(session_id=sid, user_id=uid, expires_at=exp)
+    """A token for ``session_id``; it expires at the TTL or at ``not_after``, whichever is first."""
+    issued = int(time.time() if now is None else now)
+    expires = issued + settings.auth.stream_token_ttl_s
+    if not_after is not None:
+        expires = min(expires, int(not_after))
+    kid = settings.auth.stream_token_kid
+    claims = {
+        "iss": ISSUER, "aud": AUDIENCE, "sid": session_id, "sub": user_id,
+        "scope": scope, "iat": issued, "exp": expires,
+    }
+    key = settings.auth.stream_token_keys[kid].get_secret_value()
+    return jwt.encode(claims, key, algorithm="HS256", headers={"kid": kid})
 
 
 def verify_token(
-    settings: Settings, token: str | None, *, session_id: str, now: float | None = None
+    settings: Settings,
+    token: str | None,
+    *,
+    session_id: str,
+    scope: Scope = "read",
+    now: float | None = None,
 ) -> StreamClaims:
     """The token's claims, else ``StreamTokenError``.
 
-    401: missing, malformed, bad signature or expired; 403: valid but for another session.
+    401: missing, malformed, unknown key, bad signature or expired; 403: valid but for another
+    session or without ``scope`` (a ``write`` token may also read).
     """
     if not token:
         raise StreamTokenError("missing stream token", status=401)
-    parts = token.split(".")
-    if len(token) > MAX_TOKEN_CHARS or len(parts) != 2 or not all(parts):
+    if len(token) > MAX_TOKEN_CHARS or not token.isascii():
         raise StreamTokenError("malformed token", status=401)
-    payload, signature = parts
-    if not payload.isascii() or not hmac.compare_digest(
-        _sign(settings, payload).encode(), signature.encode("utf-8", "replace")
-    ):
-        raise StreamTokenError("bad token signature", status=401)
-    claims = _claims(payload)
-    if (time.time() if now is None else now) >= claims.expires_at:
-        raise StreamTokenError("token expired", status=401)
-    if not hmac.compare_digest(claims.session_id.encode(), session_id.encode()):
+    claims = _decode(settings, token, now)
+    if claims.session_id != session_id:
         raise StreamTokenError("token is for another session", status=403)
+    if scope == "write" and claims.scope != "write":
+        raise StreamTokenError("token does not allow posting into the session", status=403)
     return claims
+
+
+def _decode(settings: Settings, token: str, now: float | None) -> StreamClaims:
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.InvalidTokenError as exc:
+        raise StreamTokenError("malformed token", status=401) from exc
+    secret = settings.auth.stream_token_keys.get(kid) if isinstance(kid, str) else None
+    if secret is None:
+        raise StreamTokenError("token signed with an unknown key", status=401)
+    try:
+        # Expiry is checked below against ``now``, so that tests can move the clock.
+        data = jwt.decode(
+            token, secret.get_secret_value(), algorithms=["HS256"], audience=AUDIENCE,
+            issuer=ISSUER, options={"verify_exp": False, "require": REQUIRED_CLAIMS},
+        )
+    except jwt.InvalidSignatureError as exc:
+        raise StreamTokenError("bad token signature", status=401) from exc
+    except jwt.InvalidTokenError as exc:
+        raise StreamTokenError("malformed token", status=401) from exc
+    sid, sub, scope, exp = data["sid"], data["sub"], data["scope"], data["exp"]
+    if not (
+        isinstance(sid, str) and isinstance(sub, str) and scope in ("read", "write")
+        and isinstance(exp, int)
+    ):
+        raise StreamTokenError("malformed token", status=401)
+    if (time.time() if now is None else now) >= exp + LEEWAY_S:
+        raise StreamTokenError("token expired", status=401)
+    return StreamClaims(session_id=sid, user_id=sub, scope=scope, expires_at=int(data["exp"]))
 
 
 def bearer_token(request: Request, *, allow_query: bool) -> str | None:

@@ -1,6 +1,8 @@
 """Where recent requests ended: (session topic, request id) → offset of their done/error event.
 
-Lets ``until=done`` reconnects get their 204 without re-reading the topic; bounded, newest kept.
+Lets ``until=done`` reconnects get their 204 without re-reading the topic. Bounded: the least
+recently ended are forgotten first (``Settings.sse_terminal_index_size``), and forgetting a
+deleted topic costs its own entries only.
 """
 
 from __future__ import annotations
@@ -11,13 +13,17 @@ from collections.abc import Iterable
 from api.session_feed import Entry
 from schemas.session_events import TERMINAL_TYPES
 
-REMEMBERED = 4_096
-
 
 class TerminalIndex:
-    def __init__(self, capacity: int = REMEMBERED) -> None:
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
         self._capacity = capacity
         self._offsets: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._by_topic: dict[str, set[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._offsets)
 
     def get(self, topic: str, request_id: str) -> int | None:
         return self._offsets.get((topic, request_id))
@@ -28,10 +34,19 @@ class TerminalIndex:
                 key = (topic, entry.request_id)
                 self._offsets[key] = entry.offset
                 self._offsets.move_to_end(key)
+                self._by_topic.setdefault(topic, set()).add(entry.request_id)
         while len(self._offsets) > self._capacity:
-            self._offsets.popitem(last=False)
+            (old_topic, old_request), _ = self._offsets.popitem(last=False)
+            self._discard(old_topic, old_request)
 
     def forget_topic(self, topic: str) -> None:
         """A deleted topic's offsets mean nothing for a topic re-created under its name."""
-        for key in [key for key in self._offsets if key[0] == topic]:
-            del self._offsets[key]
+        for request_id in self._by_topic.pop(topic, ()):
+            del self._offsets[(topic, request_id)]
+
+    def _discard(self, topic: str, request_id: str) -> None:
+        requests = self._by_topic.get(topic)
+        if requests is not None:
+            requests.discard(request_id)
+            if not requests:
+                del self._by_topic[topic]

@@ -14,7 +14,9 @@ SCHEMA_VERSION = 1
 # names, so only letters, digits and '-' pass.
 SESSION_ID_PATTERN = r"^[A-Za-z0-9-]{1,64}$"
 SessionId = Annotated[str, StringConstraints(pattern=SESSION_ID_PATTERN)]
-UserId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+# No control characters: a user id is written into logs, metrics and InfluxDB tags.
+USER_ID_PATTERN = r"^[^\x00-\x1f\x7f]{1,128}$"
+UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
 RequestId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 

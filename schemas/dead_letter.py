@@ -13,3 +13,5 @@ SOURCE_OFFSET_HEADER = "tw-dlq-source-offset"
 
 REASON_NOT_JSON = "not_json"
 REASON_SCHEMA = "schema_invalid"
+# Decoding raised something unforeseen (a bug, not the record's fault): kept for a fix and replay.
+REASON_DECODE_FAILED = "decode_failed"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tokenwire.topic_metadata import TopicMetadata
@@ -31,3 +32,24 @@ async def test_existing_refuses_before_start(kafka_bootstrap: str) -> None:
     metadata = TopicMetadata(kafka_bootstrap, client_id="test-topic-metadata")
     with pytest.raises(RuntimeError, match="not started"):
         await metadata.existing(["t"], timeout_s=1)
+
+
+async def test_end_offset_is_where_the_next_record_goes_and_none_for_no_topic(
+    kafka_bootstrap: str, kafka_admin: AIOKafkaAdminClient, kafka_producer: AIOKafkaProducer,
+    unique_name: Callable[..., str],
+) -> None:
+    present, absent = unique_name("meta-end"), unique_name("meta-end-absent")
+    await kafka_admin.create_topics([NewTopic(present, 1, 1)])
+    metadata = TopicMetadata(kafka_bootstrap, client_id="test-topic-metadata")
+    await metadata.start()
+    try:
+        assert await metadata.end_offset(present, timeout_s=10) == 0
+        for _ in range(3):
+            await kafka_producer.send_and_wait(present, b"x")
+        assert await metadata.end_offset(present, timeout_s=10) == 3
+        assert await metadata.end_offset(present, partition=1, timeout_s=10) is None
+        assert await metadata.end_offset(absent, timeout_s=10) is None
+        assert absent not in await kafka_admin.list_topics()
+    finally:
+        await metadata.close()
+        await kafka_admin.delete_topics([present])

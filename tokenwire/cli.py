@@ -52,7 +52,36 @@ def _run(args: argparse.Namespace) -> int:
 def _token(args: argparse.Namespace) -> int:
     from api.stream_tokens import issue_token
 
-    print(issue_token(get_settings(), session_id=args.session, user_id=args.user))
+    settings = get_settings()
+    settings.require_safe("edge")
+    token = issue_token(settings, session_id=args.session, user_id=args.user, scope=args.scope)
+    print(token)
+    return 0
+
+
+def _dev_token(args: argparse.Namespace) -> int:
+    from api.auth.development import mint_dev_jwt
+
+    print(mint_dev_jwt(args.user, ttl_s=args.ttl, tier=args.tier))
+    print("(a development JWT: only an edge with TOKENWIRE_MODE=development accepts it)",
+          file=sys.stderr)
+    return 0
+
+
+def _keys_new(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from api.auth.api_keys import append_key_entry
+
+    path = Path(args.file) if args.file else get_settings().auth.api_keys_file
+    if path is None:
+        print("no key file: pass --file or set TOKENWIRE_AUTH_API_KEYS_FILE", file=sys.stderr)
+        return 2
+    key_id = args.id or args.identity
+    key = append_key_entry(path, key_id=key_id, identity=args.identity, tier=args.tier)
+    print(key)
+    print(f"(added key {key_id!r} for {args.identity!r} to {path}; the key is not stored, "
+          "keep it now)", file=sys.stderr)
     return 0
 
 
@@ -105,7 +134,23 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="mint a stream token for a session (for producers)")
     token.add_argument("--session", required=True)
     token.add_argument("--user", required=True)
+    token.add_argument("--scope", choices=["read", "write"], default="read")
     token.set_defaults(handler=_token)
+
+    dev_token = sub.add_parser("dev-token", help="a development-mode JWT for curl and scripts")
+    dev_token.add_argument("--user", default="alice")
+    dev_token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    dev_token.add_argument("--tier", default=None)
+    dev_token.set_defaults(handler=_dev_token)
+
+    keys = sub.add_parser("keys", help="API keys for server-side producers")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_new = keys_sub.add_parser("new", help="add a hashed key to the key file, print the key")
+    keys_new.add_argument("--identity", required=True, help="the user_id the key proves")
+    keys_new.add_argument("--tier", default="default")
+    keys_new.add_argument("--id", default=None, help="a name for logs (default: the identity)")
+    keys_new.add_argument("--file", default=None, help="default: TOKENWIRE_AUTH_API_KEYS_FILE")
+    keys_new.set_defaults(handler=_keys_new)
     replay = sub.add_parser("replay", help="audit: transcripts, integrity, rebuilt aggregates")
     replay.set_defaults(handler=_replay)
     add_replay_arguments(replay)

@@ -4,7 +4,9 @@
     ├── ServiceError          a local service (Kafka, InfluxDB) failed to install or start
     ├── TopicError            a topic could not be created or described
     ├── GenerationError       the LLM call failed for good (carries code and retryable)
-    └── StreamTokenError      a stream token is missing, malformed, expired or for another session
+    ├── StreamTokenError      a stream token is missing, malformed, expired or for another session
+    ├── AuthError             a caller credential is missing, malformed, expired or not trusted
+    └── UnsafeSettingsError   a built-in or empty secret outside development mode
 """
 
 
@@ -36,3 +38,16 @@ class StreamTokenError(TokenwireError):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+
+
+class AuthError(TokenwireError):
+    """A caller could not be authenticated (401) or is not allowed (403)."""
+
+    def __init__(self, reason: str, *, status: int = 401) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class UnsafeSettingsError(TokenwireError):
+    """The message names every setting that must be set before this process may start."""

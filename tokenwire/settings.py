@@ -15,8 +15,14 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tokenwire.aggregates_settings import AggregatesSettings
+from tokenwire.auth_settings import AuthSettings
+from tokenwire.errors import UnsafeSettingsError
 
 CoalesceMode = Literal["chunk", "bounded"]
+# development: built-in secrets allowed, the chat page gets a development JWT; anything else
+# refuses to start on a built-in or empty secret.
+Mode = Literal["development", "production"]
+DEV_INFLUX_TOKEN = "tokenwire-dev-token"
 
 
 def _default_cache_dir() -> Path:
@@ -69,12 +75,24 @@ class Settings(BaseSettings):
     retry_max_delay_s: float = Field(default=5.0, ge=0)
     request_timeout_s: float = Field(default=120.0, gt=0)
     chunk_timeout_s: float = Field(default=30.0, gt=0)
+    # Records in a worker's hands (queued behind their session, generating, or waiting for a
+    # write to land); at the cap the agent stops taking records.
+    worker_max_pending: int = Field(default=256, ge=1)
+    # Records taken and not acked yet, finished ones held back behind an unfinished one of
+    # their partition included (acks go in offset order); the agent waits at this cap too.
+    worker_max_unacked: int = Field(default=4096, ge=1)
+    # A request beyond this many pending ones of its session ends at once with an error event
+    # (code session_busy, retryable), so one session cannot fill a worker's queue.
+    worker_max_pending_per_session: int = Field(default=8, ge=1)
+    # Dead letters and terminal events (session and chat.events): each attempt bounded, retried
+    # with capped exponential backoff, given up (coordinates logged, record acked) after this.
+    worker_write_attempt_timeout_s: float = Field(default=10.0, gt=0)
+    worker_write_retry_max_delay_s: float = Field(default=30.0, gt=0)
+    worker_write_give_up_s: float = Field(default=600.0, gt=0)
 
     # --- Edge (Starlette + SSE) --------------------------------------------------------
     edge_host: str = "127.0.0.1"
     edge_port: int = 8000
-    stream_token_secret: SecretStr = SecretStr("tokenwire-dev-secret-change-me")
-    stream_token_ttl_s: int = Field(default=3600, gt=0)
     rate_limit_per_s: float = Field(default=2.0, gt=0)
     rate_limit_burst: int = Field(default=10, ge=1)
     sse_ping_s: float = Field(default=15.0, gt=0)
@@ -82,6 +100,16 @@ class Settings(BaseSettings):
     sse_retry_ms: int = Field(default=1000, ge=0)
     sse_client_buffer: int = Field(default=1024, ge=1)
     session_cache_events: int = Field(default=10_000, ge=1)
+    # Open SSE streams per process (503 beyond) and per user (429 beyond); each followed session
+    # holds at most session_cache_events events, and a session is followed only while streamed.
+    sse_max_connections: int = Field(default=20_000, ge=1)
+    sse_max_connections_per_user: int = Field(default=32, ge=1)
+    # Bounded in-process maps: rate-limit buckets (least recently used forgotten first), session
+    # topics known to exist (edge and worker; forgotten ones are created again, idempotently),
+    # where recent requests ended (for until=done reconnects).
+    rate_limit_max_users: int = Field(default=100_000, ge=1)
+    session_topics_remembered: int = Field(default=100_000, ge=1)
+    sse_terminal_index_size: int = Field(default=4_096, ge=1)
     cors_origins: list[str] = Field(default_factory=list)
 
     # --- Simulator -----------------------------------------------------------------------
@@ -94,7 +122,7 @@ class Settings(BaseSettings):
     influx_url: str = "http://127.0.0.1:18086"
     influx_org: str = "tokenwire"
     influx_bucket: str = "tokenwire"
-    influx_token: SecretStr = SecretStr("tokenwire-dev-token")
+    influx_token: SecretStr = SecretStr(DEV_INFLUX_TOKEN)
 
     # --- Local services (tokenwire services up|down|status) -------------------------------
     cache_dir: Path = Field(default_factory=_default_cache_dir)
@@ -111,8 +139,31 @@ class Settings(BaseSettings):
 
     # Windows, risk score and InfluxDB sink: a section of its own (TOKENWIRE_AGG_<FIELD>).
     aggregates: AggregatesSettings = Field(default_factory=AggregatesSettings)
+    # Caller credentials, stream tokens and quotas: a section of its own (TOKENWIRE_AUTH_<FIELD>).
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    mode: Mode = "production"
 
     log_level: str = "INFO"
+
+    @property
+    def development(self) -> bool:
+        return self.mode == "development"
+
+    def unsafe_settings(self, role: Literal["edge", "worker"]) -> list[str]:
+        """Settings still on a built-in or empty secret, for the process ``role`` runs."""
+        if role == "edge":
+            return self.auth.unsafe_settings()
+        token = self.influx_token.get_secret_value()
+        return ["TOKENWIRE_INFLUX_TOKEN"] if token in ("", DEV_INFLUX_TOKEN) else []
+
+    def require_safe(self, role: Literal["edge", "worker"]) -> None:
+        """Refuse to run outside development mode on secrets anyone can read in this repo."""
+        unsafe = self.unsafe_settings(role)
+        if unsafe and not self.development:
+            raise UnsafeSettingsError(
+                f"the {role} refuses to start outside development mode with built-in, empty or "
+                f"short secrets: {', '.join(unsafe)}; set them, or TOKENWIRE_MODE=development"
+            )
 
     @property
     def state_dir(self) -> Path:

@@ -62,8 +62,7 @@ def run_stack(settings: Settings) -> int:
             children.append(("simulator", _spawn("sim")))
         children.append(("worker", _spawn("worker")))
         children.append(("edge", _spawn("edge")))
-        print(f"\n  tokenwire is up: open http://{settings.edge_host}:{settings.edge_port}/\n"
-              "  (Ctrl-C stops the simulator, worker and edge)\n", flush=True)
+        print(_banner(settings), flush=True)
         while not stopping:
             for name, child in children:
                 if child.poll() is not None:
@@ -73,3 +72,20 @@ def run_stack(settings: Settings) -> int:
         return 0
     finally:
         _stop(children)
+
+
+def _banner(settings: Settings) -> str:
+    base = f"http://{settings.edge_host}:{settings.edge_port}"
+    lines = ["", f"  tokenwire is up: open {base}/"]
+    if settings.development:
+        from api.auth.development import mint_dev_jwt
+
+        token = mint_dev_jwt("alice", ttl_s=settings.auth.dev_jwt_ttl_s)
+        lines += [
+            "  development mode: a development JWT for user 'alice' (1 h), try:",
+            f"    curl -s {base}/v1/chat -H 'authorization: Bearer {token}' \\",
+            "      -H 'content-type: application/json' \\",
+            """      -d '{"messages": [{"role": "user", "content": "Hello"}]}'""",
+        ]
+    lines += ["  (Ctrl-C stops the simulator, worker and edge)", ""]
+    return "\n".join(lines)

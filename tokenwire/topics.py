@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -91,20 +92,37 @@ async def ensure_core_topics(settings: Settings) -> None:
 
 
 class SessionTopics:
-    """Creates session topics once each; callers for the same topic await the same creation."""
+    """Creates session topics once each; callers for the same topic await the same creation.
+
+    Topics known to exist are remembered up to ``settings.session_topics_remembered``, least
+    recently used forgotten first: a forgotten one costs one idempotent CreateTopics call.
+    Creations in flight are bounded by the callers awaiting them.
+    """
 
     def __init__(self, settings: Settings, admin: AIOKafkaAdminClient) -> None:
         self._settings = settings
         self._admin = admin
-        self._ready: set[str] = set()
+        self._capacity = settings.session_topics_remembered
+        self._ready: OrderedDict[str, None] = OrderedDict()
         self._pending: dict[str, asyncio.Future[None]] = {}
 
+    def __len__(self) -> int:
+        """How many topics are remembered as existing."""
+        return len(self._ready)
+
     def forget(self, topic: str) -> None:
-        self._ready.discard(topic)
+        self._ready.pop(topic, None)
+
+    def _remember(self, topic: str) -> None:
+        self._ready[topic] = None
+        self._ready.move_to_end(topic)
+        while len(self._ready) > self._capacity:
+            self._ready.popitem(last=False)
 
     async def ensure(self, session_id: str) -> str:
         spec = session_topic_spec(self._settings, session_id)
         if spec.name in self._ready:
+            self._ready.move_to_end(spec.name)
             return spec.name
         pending = self._pending.get(spec.name)
         if pending is None:
@@ -120,7 +138,7 @@ class SessionTopics:
                 [spec.as_new_topic()], timeout_ms=CREATE_TIMEOUT_MS
             )
         except TopicAlreadyExistsError:
-            self._ready.add(spec.name)
+            self._remember(spec.name)
             return
         except Exception as exc:
             raise TopicError(f"creating topic {spec.name} failed: {exc!r}") from exc
@@ -132,4 +150,4 @@ class SessionTopics:
                 raise TopicError(f"creating topic {name} failed: error {code} {message}")
         if created:
             log.info("session topic created topic=%s", spec.name)
-        self._ready.add(spec.name)
+        self._remember(spec.name)

@@ -25,7 +25,8 @@ async def dead_letter(
 ) -> None:
     headers = [
         (dl.REASON_HEADER, rejection.reason.encode()),
-        (dl.ERROR_HEADER, rejection.detail.encode()),
+        # The detail may quote the record (lone surrogates included): never fail on it.
+        (dl.ERROR_HEADER, rejection.detail.encode(errors="replace")),
         (dl.SOURCE_TOPIC_HEADER, topic.encode()),
         (dl.SOURCE_PARTITION_HEADER, str(partition).encode()),
         (dl.SOURCE_OFFSET_HEADER, str(offset).encode()),

@@ -4,6 +4,10 @@ Offsets: the agent iterates with acks off and acks a record only when its termin
 the broker. Faust commits the longest acked prefix of each partition, so a crash can never commit
 past a request that is still being generated (the failure of faust-streaming #606 with
 ``concurrency > 1``); the re-delivered record is recognised through ``request_ledger``.
+
+No record may wedge its partition (issue #11): decoding never raises, every failure of a valid
+request ends it with an ``error`` event, and writes Kafka refuses are retried in the record's
+own task (``write_retry``) while the agent goes on taking records.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -28,9 +33,12 @@ from agents.chat.request_ledger import AssignmentMarks, end_offsets, read_histor
 from agents.chat.retry_policy import RetryPolicy
 from agents.chat.session_janitor import SessionJanitor
 from agents.chat.session_writer import SessionWriter, send
+from agents.chat.write_retry import WriteRetry
 from agents.metrics import WorkerMetrics
 from schemas.lifecycle import Accepted, Completed, Failed, FirstToken
 from schemas.requests import ChatRequest
+from schemas.session_events import Timings
+from tokenwire.errors import TopicError
 from tokenwire.kafka_clients import new_admin, new_producer
 from tokenwire.settings import Settings
 from tokenwire.topics import SessionTopics, ensure_core_topics
@@ -44,9 +52,11 @@ class ChatRuntime(mode.Service):
         self.settings = settings
         self.metrics = metrics
         self.policy = RetryPolicy.from_settings(settings)
-        self.inflight = InflightRequests(settings.worker_concurrency)
+        self.writes = WriteRetry.from_settings(settings)
+        self.inflight = InflightRequests(settings.worker_concurrency, settings.worker_max_pending)
+        self._per_session = settings.worker_max_pending_per_session
         self.marks = AssignmentMarks()
-        self.acks = OrderedAcks()
+        self.acks = OrderedAcks(settings.worker_max_unacked)
         self.ready = asyncio.Event()
 
     async def on_start(self) -> None:
@@ -96,84 +106,187 @@ class ChatRuntime(mode.Service):
 
     # --- records -------------------------------------------------------------------------
     async def take(self, event: faust.EventT, stream: faust.StreamT) -> None:
-        """Handle one ``chat.requests`` record; returns once its work has a slot."""
+        """Handle one ``chat.requests`` record; returns once the worker has room for it.
+
+        Never raises for a record: whatever it holds, it ends in the DLQ or with a terminal
+        event, and is acked, so the records behind it are never held back for good.
+        """
         await self.ready.wait()
         message = event.message
         tp = TopicPartition(message.topic, message.partition)
+        await self.acks.wait_for_room()
+        await self.inflight.admit()
         self.acks.track(tp, message.offset, event)
         decoded = decode_request(message.value, partition=message.partition, offset=message.offset)
         if isinstance(decoded, Rejection):
-            await self._dead_letter(decoded, message)
-            await self.acks.finish(tp, message.offset, stream)
-            return
-        await self.inflight.wait_for_slot()
-        self.inflight.start(
-            tp, decoded.session_id, self._process(decoded, event, stream, tp, message.offset)
-        )
+            rejection = decoded
+            self.inflight.start(tp, lambda: self._dead_letter(rejection, message, stream))
+        elif self.inflight.backlog(decoded.session_id) >= self._per_session:
+            request = decoded
+            self.inflight.start(tp, lambda: self._refuse_busy(request, stream, tp, message.offset))
+        else:
+            request = decoded
+            self.inflight.start(
+                tp,
+                lambda: self._process(request, stream, tp, message.offset),
+                session_id=request.session_id,
+            )
 
-    async def _dead_letter(self, rejection: Rejection, message: Any) -> None:
-        self.metrics.dead_letters.labels(rejection.reason).inc()
-        await dead_letter(
-            self.producer,
-            self.settings.dead_letter_topic,
-            rejection,
-            key=message.key,
-            value=message.value,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-        )
+    async def _dead_letter(self, rejection: Rejection, message: Any, stream: faust.StreamT) -> None:
+        tp = TopicPartition(message.topic, message.partition)
+        where = f"topic={message.topic} partition={message.partition} offset={message.offset}"
+
+        async def send() -> None:
+            await dead_letter(
+                self.producer,
+                self.settings.dead_letter_topic,
+                rejection,
+                key=message.key,
+                value=message.value,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+            )
+
+        if await self._durably("dead_letter", send, where):
+            self.metrics.dead_letters.labels(rejection.reason).inc()
+        await self.acks.finish(tp, message.offset, stream)
 
     async def _process(
+        self, request: ChatRequest, stream: faust.StreamT, tp: TopicPartition, offset: int
+    ) -> None:
+        """Answer one request; any failure ends it with an ``error`` event. Acks it either way."""
+        assert request.request_id is not None
+        writer: SessionWriter | None = None
+        try:
+            # The slot is taken only now that this session's earlier requests are done.
+            async with self.inflight.slot():
+                topic = await self.session_topics.ensure(request.session_id)
+                writer = self._writer(request, topic)
+                resume = await self._resume_point(request, topic, tp, offset)
+                if resume is not None:
+                    await self._generate(request, writer, *resume)
+        except asyncio.CancelledError:
+            # Revoked or stopping: not acked, the record is delivered again and resumes.
+            raise
+        except Exception as exc:
+            log.exception(
+                "request failed request_id=%s partition=%s offset=%s",
+                request.request_id, tp.partition, offset,
+            )
+            code, retryable = _error_code(exc)
+            message = f"the request could not be completed ({type(exc).__name__})"
+            await self._end_request(request, writer, code, message, retryable, tp, offset)
+        await self.acks.finish(tp, offset, stream)
+
+    async def _refuse_busy(
+        self, request: ChatRequest, stream: faust.StreamT, tp: TopicPartition, offset: int
+    ) -> None:
+        """Too many requests of this session are waiting: end this one now, visibly."""
+        log.warning(
+            "session busy, refusing request_id=%s session_id=%s pending=%s",
+            request.request_id, request.session_id, self.inflight.backlog(request.session_id),
+        )
+        message = f"more than {self._per_session} requests of this session are waiting; retry later"
+        await self._end_request(request, None, "session_busy", message, True, tp, offset)
+        await self.acks.finish(tp, offset, stream)
+
+    async def _resume_point(
+        self, request: ChatRequest, topic: str, tp: TopicPartition, offset: int
+    ) -> tuple[int, str] | None:
+        """The first attempt to run and why; None when the request already finished."""
+        assert request.request_id is not None
+        if not self.marks.may_be_redelivered(tp, offset):
+            return 1, ""
+        history = await read_history(self.settings.kafka_bootstrap, topic, request.request_id)
+        if history.finished:
+            log.info("already finished, not generating again request_id=%s", request.request_id)
+            return None
+        if history.last_attempt:
+            return history.last_attempt + 1, "redelivered"
+        return 1, ""
+
+    def _writer(self, request: ChatRequest, topic: str) -> SessionWriter:
+        assert request.request_id is not None
+        model = request.model or self.settings.default_model
+        return SessionWriter(self.producer, topic, request, request.request_id, model, time.time())
+
+    async def _end_request(
         self,
         request: ChatRequest,
-        event: faust.EventT,
-        stream: faust.StreamT,
+        writer: SessionWriter | None,
+        code: str,
+        message: str,
+        retryable: bool,
         tp: TopicPartition,
         offset: int,
     ) -> None:
-        assert request.request_id is not None
-        topic = await self.session_topics.ensure(request.session_id)
-        first_attempt, reason = 1, ""
-        if self.marks.may_be_redelivered(tp, offset):
-            history = await read_history(self.settings.kafka_bootstrap, topic, request.request_id)
-            if history.finished:
-                log.info("already finished, not generating again request_id=%s", request.request_id)
-                await self.acks.finish(tp, offset, stream)
-                return
-            if history.last_attempt:
-                first_attempt, reason = history.last_attempt + 1, "redelivered"
-        try:
-            await self._generate(request, topic, first_attempt, reason)
-        except (asyncio.CancelledError, KafkaError):
-            # Not acked: the record is delivered again and resumes as a new attempt.
-            raise
-        except Exception as exc:
-            log.exception("request failed unexpectedly request_id=%s", request.request_id)
-            await self._end_unexpectedly(request, topic, first_attempt, exc)
-        await self.acks.finish(tp, offset, stream)
+        """Write ``failed`` to chat.events and ``error`` to the session, each retried on its own.
 
-    async def _end_unexpectedly(
-        self, request: ChatRequest, topic: str, attempt: int, exc: Exception
-    ) -> None:
-        """A bug must not wedge the partition: end the request visibly, then move on."""
+        Runs outside any generation slot: a write that keeps failing holds up this session's
+        queue, never other sessions.
+        """
         assert request.request_id is not None
-        writer = SessionWriter(self.producer, topic, request, request.request_id,
-                               request.model or self.settings.default_model, time.time(),
-                               attempt=attempt)
-        await writer.error("internal", f"internal error: {type(exc).__name__}", retryable=False)
+        if writer is None:
+            writer = self._writer(request, self.settings.session_topic(request.session_id))
+        writer.forget_pending()
+        where = f"request_id={request.request_id} partition={tp.partition} offset={offset}"
+        failed = Failed(
+            request_id=request.request_id,
+            session_id=request.session_id,
+            user_id=request.user_id,
+            model=writer.model,
+            attempt=writer.attempt,
+            code=code,
+            message=message,
+            timings=_timings_until_now(writer.accepted_at),
+        )
         self.metrics.requests.labels("failed").inc()
-        self.metrics.errors.labels("internal").inc()
+        self.metrics.errors.labels(code).inc()
+
+        async def log_failed() -> None:
+            await (await self._lifecycle(failed))
+
+        async def end_session() -> None:
+            # Made again if it vanished (deleted as idle by a janitor while cached as ready).
+            await self.session_topics.ensure(request.session_id)
+            await writer.error(code, message, retryable=retryable)
+
+        await self._durably("failed_event", log_failed, where)
+        await self._durably(
+            "error_event", end_session, where,
+            on_failure=lambda: self.session_topics.forget(writer.topic),
+        )
+
+    async def _durably(
+        self,
+        what: str,
+        write: Callable[[], Awaitable[object]],
+        where: str,
+        on_failure: Callable[[], object] | None = None,
+    ) -> bool:
+        """Retry ``write`` (write_retry.py); past the bound say loudly what was given up."""
+
+        def failed() -> None:
+            self.metrics.write_failures.labels(what).inc()
+            if on_failure is not None:
+                on_failure()
+
+        if await self.writes.run(write, what=f"{what} {where}", on_failure=failed):
+            return True
+        self.metrics.writes_given_up.labels(what).inc()
+        log.error(
+            "GAVE UP writing %s after %.0fs; acking the record, which stays on %s for its "
+            "retention: re-drive it from %s",
+            what, self.writes.give_up_s, self.settings.requests_topic, where,
+        )
+        return False
 
     async def _generate(
-        self, request: ChatRequest, topic: str, first_attempt: int, reason: str
+        self, request: ChatRequest, writer: SessionWriter, first_attempt: int, reason: str
     ) -> None:
         assert request.request_id is not None
-        model = request.model or self.settings.default_model
-        accepted_at = time.time()
-        writer = SessionWriter(
-            self.producer, topic, request, request.request_id, model, accepted_at
-        )
+        model, accepted_at = writer.model, writer.accepted_at
         common = {
             "request_id": request.request_id,
             "session_id": request.session_id,
@@ -232,8 +345,27 @@ class ChatRuntime(mode.Service):
                 retries=outcome.retries,
                 timings=outcome.timings,
             )
-        delivered = await self._lifecycle(event)
-        await delivered
+        # The session already has its terminal event: from here on only retry, never end again.
+        where = f"request_id={event.request_id}"
+
+        async def log_outcome() -> None:
+            await (await self._lifecycle(event))
+
+        await self._durably(f"{event.type}_event", log_outcome, where)
 
     async def _lifecycle(self, event: Accepted | FirstToken | Completed | Failed) -> Any:
         return await send(self.producer, self.settings.events_topic, event.user_id, event)
+
+
+def _error_code(exc: Exception) -> tuple[str, bool]:
+    """Kafka trouble may pass (the user may retry); anything else is a bug of ours."""
+    if isinstance(exc, KafkaError | TopicError):
+        return "unavailable", True
+    return "internal", False
+
+
+def _timings_until_now(accepted_at: float) -> Timings:
+    finished_at = time.time()
+    return Timings(
+        accepted_at=accepted_at, finished_at=finished_at, duration_s=finished_at - accepted_at
+    )

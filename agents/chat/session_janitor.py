@@ -56,6 +56,7 @@ class SessionJanitor:
 
     async def _idle(self, topics: list[str]) -> list[str]:
         if not topics:
+            self._empty_since.clear()
             return []
         ttl_s = self._settings.session_idle_ttl_s
         now = time.time()
@@ -74,11 +75,15 @@ class SessionJanitor:
         finally:
             await consumer.stop()
         idle = []
+        empty_since: dict[str, float] = {}
         for tp in partitions:
             if ends[tp] == 0:
-                first_seen = self._empty_since.setdefault(tp.topic, now)
+                first_seen = empty_since[tp.topic] = self._empty_since.get(tp.topic, now)
                 if now - first_seen >= ttl_s:
                     idle.append(tp.topic)
             elif recent.get(tp) is None:
                 idle.append(tp.topic)
+        # Only topics empty now keep their grace start: no entry outlives its topic's emptiness
+        # (a topic deleted by another worker's janitor, or written to since, is dropped).
+        self._empty_since = empty_since
         return idle

@@ -88,8 +88,20 @@ class SessionWriter:
         await self._send(ErrorEvent(**self._ids(), code=code, message=message, retryable=retryable))
         await self.flush()
 
+    def forget_pending(self) -> None:
+        """Give up on sends not confirmed yet (after a failure), so the next write starts clean."""
+        for future in self._pending:
+            # Retrieved, so a failure already handled is not reported again as "never retrieved".
+            future.add_done_callback(_retrieve)
+        self._pending = []
+
     async def flush(self) -> None:
         """Wait until everything sent so far is on the broker; raises if any send failed."""
         pending, self._pending = self._pending, []
         if pending:
             await asyncio.gather(*pending)
+
+
+def _retrieve(future: asyncio.Future[object]) -> None:
+    if not future.cancelled():
+        future.exception()

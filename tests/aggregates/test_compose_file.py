@@ -21,6 +21,7 @@ import yaml
 from tests.aggregates.dashboards import dashboard_files
 from tests.fixtures.services import INFLUXDB_IMAGE, KAFKA_IMAGE
 from tokenwire.aggregates_settings import AggregatesSettings
+from tokenwire.auth_settings import AuthSettings
 from tokenwire.cli import build_parser
 from tokenwire.settings import Settings
 
@@ -36,7 +37,11 @@ def env(service: str) -> dict[str, str]:
 
 def setting_env_names() -> set[str]:
     names = set()
-    for model, prefix in ((Settings, "TOKENWIRE_"), (AggregatesSettings, "TOKENWIRE_AGG_")):
+    sections = (
+        (Settings, "TOKENWIRE_"), (AggregatesSettings, "TOKENWIRE_AGG_"),
+        (AuthSettings, "TOKENWIRE_AUTH_"),
+    )
+    for model, prefix in sections:
         for name, field in model.model_fields.items():
             alias = field.validation_alias
             choices = getattr(alias, "choices", None) or ([alias] if alias else [])

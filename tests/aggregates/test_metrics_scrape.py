@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.requests import ChatMessage, ChatRequest
 from tests.aggregates.conftest import Stack, new_stack, rate_flux
+from tests.fixtures.credentials import caller_headers
 from tests.fixtures.pipeline import WorkerProcess
 from tests.fixtures.services import InfluxTarget
 from tests.fixtures.sse_client import read_session
@@ -168,6 +169,7 @@ async def test_edge_metrics_move_after_traffic(edge_url: str, worker: WorkerProc
         response = await client.post(
             f"{edge_url}/v1/chat",
             json={"user_id": user, "messages": [{"role": "user", "content": "hello edge"}]},
+            headers=caller_headers(user),
         )
     assert response.status_code == 202, response.text
     chat = response.json()

@@ -11,7 +11,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -26,6 +26,7 @@ from api.runtime import EdgeRuntime
 from api.stream_tokens import issue_token
 from schemas.session_events import DoneEvent, ErrorEvent, StartEvent, Timings, TokenEvent, Usage
 from tests.fixtures.asgi_server import serve_edge
+from tests.fixtures.credentials import auth_for_tests
 from tests.fixtures.services import make_unique_name
 from tests.fixtures.waiting import eventually as wait_until
 from tokenwire.settings import Settings
@@ -42,11 +43,9 @@ def edge_settings(kafka_bootstrap: str, tag: str, **overrides: Any) -> Settings:
         "alerts_topic": f"{tag}.alerts",
         "dead_letter_topic": f"{tag}.dlq",
         "requests_partitions": 1,
-        "rate_limit_per_s": 1000.0,
-        "rate_limit_burst": 1000,
         "sse_ping_s": 1.0,
         "sse_retry_ms": 250,
-        "stream_token_secret": "api-tests-secret",
+        "auth": auth_for_tests(),
     }
     values.update(overrides)
     return Settings(**values)
@@ -63,8 +62,10 @@ class Edge:
         runtime: EdgeRuntime = self.app.state.runtime
         return runtime
 
-    def token(self, session_id: str, user_id: str = "u-test") -> str:
-        return issue_token(self.settings, session_id=session_id, user_id=user_id)
+    def token(
+        self, session_id: str, user_id: str = "u-test", scope: Literal["read", "write"] = "read"
+    ) -> str:
+        return issue_token(self.settings, session_id=session_id, user_id=user_id, scope=scope)
 
     def events_url(self, session_id: str) -> str:
         return f"{self.url}/v1/sessions/{session_id}/events"

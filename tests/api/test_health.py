@@ -14,6 +14,7 @@ from tests.api.conftest import (
     SseStream,
     answer_events,
 )
+from tests.fixtures.credentials import caller_headers
 
 
 async def get(url: str, **kwargs: object) -> httpx.Response:
@@ -56,7 +57,9 @@ async def test_metrics_move_with_traffic(
         before = (await get(f"{edge.url}/metrics")).text
         async with httpx.AsyncClient(timeout=10) as client:
             body = {"user_id": "u", "messages": [{"role": "user", "content": "hi"}]}
-            assert (await client.post(f"{edge.url}/v1/chat", json=body)).status_code == 202
+            headers = caller_headers("u")
+            posted = await client.post(f"{edge.url}/v1/chat", json=body, headers=headers)
+            assert posted.status_code == 202
         session_id = unique_name("s")
         await create_session_topic(edge.settings, session_id)
         await produce(edge.settings, session_id, answer_events(session_id, "r", ["a"]))

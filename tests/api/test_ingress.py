@@ -1,4 +1,4 @@
-"""POST /v1/chat: publish to Kafka, session ownership, bad input, rate limiting."""
+"""POST /v1/chat: authenticated callers, publish to Kafka, session ownership, bad input."""
 
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ from api.stream_tokens import verify_token
 from schemas.requests import ChatRequest
 from tests.api.conftest import (
     Edge,
-    EdgeFactory,
     Produce,
     SseStream,
     answer_events,
-    metric_value,
 )
+from tests.fixtures.credentials import caller_jwt
 from tests.fixtures.kafka_reading import read_topic
 
 
@@ -28,11 +27,16 @@ def chat_body(user_id: str = "u-test", **extra: Any) -> dict[str, Any]:
 
 async def post(
     edge: Edge, body: Any, *, token: str | None = None, raw: bytes | None = None,
-    content_type: str = "application/json",
+    content_type: str = "application/json", credential: str | None = None, anonymous: bool = False,
 ) -> httpx.Response:
+    """POST as the body's user (a real signed JWT) unless ``credential`` or ``anonymous`` say
+    otherwise; ``token`` is the session's write token."""
     headers = {"Content-Type": content_type}
+    user = body.get("user_id", "u-test") if isinstance(body, dict) else "u-test"
+    if not anonymous:
+        headers["Authorization"] = f"Bearer {credential or caller_jwt(user)}"
     if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
+        headers["X-Stream-Token"] = token
     content = raw if raw is not None else json.dumps(body).encode()
     async with httpx.AsyncClient(timeout=30) as client:
         return await client.post(f"{edge.url}/v1/chat", content=content, headers=headers)
@@ -74,34 +78,60 @@ async def test_a_new_chat_is_published_and_its_answer_streams_back(
 
 async def test_only_the_session_owner_can_continue_a_session(edge: Edge) -> None:
     accepted = (await post(edge, chat_body())).json()
-    session_id, token = accepted["session_id"], accepted["stream_token"]
+    session_id, write_token = accepted["session_id"], accepted["write_token"]
     body = chat_body(session_id=session_id)
 
-    follow_up = await post(edge, body, token=token)
+    follow_up = await post(edge, body, token=write_token)
     assert follow_up.status_code == 202
     assert follow_up.json()["session_id"] == session_id
 
     cases = [
         (None, 401, "unauthorized"),
         ("forged.token", 401, "unauthorized"),
-        (edge.token("s-someone-else"), 403, "forbidden"),
+        (edge.token("s-someone-else", scope="write"), 403, "forbidden"),
+        # The read token travels in URLs; it must not authorise posting.
+        (accepted["stream_token"], 403, "forbidden"),
     ]
     for bad_token, status, code in cases:
         response = await post(edge, body, token=bad_token)
-        assert response.status_code == status
+        assert response.status_code == status, bad_token
         assert response.json()["error"]["code"] == code
-    impostor = await post(edge, chat_body("u-other", session_id=session_id), token=token)
+    # Another caller holding the owner's write token is still not the owner.
+    impostor = await post(edge, {**body, "user_id": "u-other"}, token=write_token)
     assert impostor.status_code == 403
-    assert "user_id" in impostor.json()["error"]["message"]
+    # And a write token alone, without the caller's own credential, is nobody.
+    anonymous = await post(edge, body, token=write_token, anonymous=True)
+    assert anonymous.status_code == 401
 
 
-async def test_a_new_session_with_a_chosen_id_needs_a_token_obtained_out_of_band(
+async def test_the_caller_is_the_user_id(edge: Edge) -> None:
+    no_user = await post(
+        edge, {"messages": [{"role": "user", "content": "hi"}]}, credential=caller_jwt("u-jwt")
+    )
+    assert no_user.status_code == 202
+    records = await read_topic(edge.settings.kafka_bootstrap, edge.settings.requests_topic)
+    mine = [r for r in records if r.key == no_user.json()["session_id"].encode()]
+    assert ChatRequest.model_validate_json(mine[0].value).user_id == "u-jwt"
+
+    framed = await post(edge, chat_body("victim"), credential=caller_jwt("attacker"))
+    assert framed.status_code == 403
+    assert framed.json()["error"]["code"] == "forbidden"
+
+
+async def test_nobody_is_anonymous(edge: Edge) -> None:
+    anonymous = await post(edge, chat_body(), anonymous=True)
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+    assert anonymous.json()["error"]["code"] == "unauthorized"
+
+
+async def test_a_new_session_with_a_chosen_id_needs_a_write_token_obtained_out_of_band(
     edge: Edge, unique_name: Callable[..., str]
 ) -> None:
     session_id = unique_name("s")
     body = chat_body(session_id=session_id)
     assert (await post(edge, body)).status_code == 401
-    response = await post(edge, body, token=edge.token(session_id))
+    response = await post(edge, body, token=edge.token(session_id, scope="write"))
     assert response.status_code == 202
     assert response.json()["session_id"] == session_id
 
@@ -114,12 +144,12 @@ async def test_bad_input_is_refused_with_json_errors(edge: Edge) -> None:
     wrong_type = await post(edge, chat_body(), content_type="text/plain")
     assert wrong_type.status_code == 400
 
-    invalid = await post(edge, {"user_id": "", "messages": [], "temperature": 9})
+    invalid = await post(edge, {"messages": [], "temperature": 9, "max_tokens": "many"})
     assert invalid.status_code == 422
     error = invalid.json()["error"]
     assert error["code"] == "invalid_request"
     assert {tuple(d["loc"]) for d in error["details"]} >= {
-        ("user_id",), ("messages",), ("temperature",),
+        ("messages",), ("temperature",), ("max_tokens",),
     }
 
     bad_session = await post(edge, chat_body(session_id="no_underscores.allowed"))
@@ -131,24 +161,13 @@ async def test_bad_input_is_refused_with_json_errors(edge: Edge) -> None:
 
     too_big = await post(edge, None, raw=b'{"x": "' + b"a" * 1_000_000 + b'"}')
     assert too_big.status_code == 413
+
+    # Before: json.loads raised RecursionError and the edge answered 500 with a traceback.
+    deep = await post(edge, None, raw=b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    assert deep.status_code == 400
+    assert deep.json()["error"]["code"] == "bad_request"
+
+    # A newline in a user id would forge log lines; no such identity exists.
+    forged = await post(edge, chat_body("alice\nINFO forged"), credential=caller_jwt("alice\nx"))
+    assert forged.status_code == 401
     assert (await post(edge, chat_body())).status_code == 202
-
-
-async def test_rate_limit_answers_429_with_retry_after_and_the_edge_keeps_serving(
-    make_edge: EdgeFactory,
-) -> None:
-    async with make_edge(rate_limit_per_s=0.1, rate_limit_burst=2) as edge:
-        statuses = [(await post(edge, chat_body("u-busy"))).status_code for _ in range(2)]
-        limited = await post(edge, chat_body("u-busy"))
-        other_user = await post(edge, chat_body("u-calm"))
-        async with httpx.AsyncClient(timeout=10) as client:
-            health = await client.get(f"{edge.url}/healthz")
-        outcome = {"outcome": "rate_limited"}
-        rate_limited_total = metric_value(edge, "tokenwire_edge_rate_limited_total")
-        outcome_total = metric_value(edge, "tokenwire_edge_requests_total", outcome)
-    assert statuses == [202, 202]
-    assert limited.status_code == 429
-    assert int(limited.headers["Retry-After"]) >= 1
-    assert limited.json()["error"]["code"] == "rate_limited"
-    assert other_user.status_code == 202 and health.status_code == 200
-    assert rate_limited_total == 1 and outcome_total == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 from api.stream_tokens import issue_token
 from tests.api.conftest import SseStream, edge_settings
 from tests.fixtures.asgi_server import free_port
+from tests.fixtures.pipeline import settings_env
 from tests.fixtures.services import make_unique_name
 from tokenwire.settings import Settings
 from tokenwire.topics import ensure_core_topics
@@ -37,11 +37,8 @@ class EdgeProcess:
 
 
 def edge_env(settings: Settings, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENWIRE_")}
+    env = settings_env(settings)
     env.update(
-        TOKENWIRE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        TOKENWIRE_REQUESTS_TOPIC=settings.requests_topic,
-        TOKENWIRE_STREAM_TOKEN_SECRET=settings.stream_token_secret.get_secret_value(),
         TOKENWIRE_EDGE_HOST="127.0.0.1",
         TOKENWIRE_EDGE_PORT=str(port),
         TOKENWIRE_SSE_PING_S="60",

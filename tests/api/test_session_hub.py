@@ -38,8 +38,9 @@ async def test_fifty_streams_share_one_consumer_assigned_to_their_sessions(
     async with contextlib.AsyncExitStack() as stack:
         streams = {
             sid: [
+                # A user per session: ten streams each stay under the per-user cap.
                 await stack.enter_async_context(
-                    SseStream(edge.events_url(sid), token=edge.token(sid))
+                    SseStream(edge.events_url(sid), token=edge.token(sid, f"u-{sid}"))
                 )
                 for _ in range(STREAMS_PER_SESSION)
             ]

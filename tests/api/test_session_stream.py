@@ -16,6 +16,7 @@ from tests.api.conftest import (
     Sse,
     SseStream,
     answer_events,
+    metric_value,
 )
 
 TOKENS = [f"tok{i} " for i in range(8)]
@@ -133,9 +134,10 @@ async def test_until_done_ends_after_the_terminal_event_and_a_reconnect_gets_204
         fresh.events_url(session_id), token=token, params=params, headers=last_id
     ) as stream:
         assert stream.status == 204
-    # A position past the end of the topic and a request that never ended: stream, don't hang.
+    # A request that never ended, from the last event there is: stream, don't hang.
     unknown = {"until": "done", "request_id": "r-never"}
-    async with SseStream(url, token=token, params=unknown, headers={"Last-Event-ID": "500"}) as s:
+    at_end = {"Last-Event-ID": str(len(first) + len(second) - 1)}
+    async with SseStream(url, token=token, params=unknown, headers=at_end) as s:
         assert s.status == 200
     # Not finished from this client's position: stream on to r-2's terminal error event.
     params = {"until": "done", "request_id": "r-2"}
@@ -229,3 +231,65 @@ async def test_the_stream_opens_with_retry_and_pings_while_waiting(
             await asyncio.wait_for(until_ping(), 5)
     assert lines[0] == "retry: 1234"
     assert lines[-1].startswith(": ping")
+
+
+async def open_status(
+    url: str, token: str, *, params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, object] | None]:
+    """The status of a stream request, and its JSON body when it is not a stream."""
+    async with SseStream(url, token=token, params=params, headers=headers) as stream:
+        assert stream.source is not None
+        if stream.status == 200:
+            return 200, None
+        await stream.source.response.aread()
+        return stream.status, stream.source.response.json()
+
+
+async def test_a_resume_position_past_the_end_is_416_and_the_edge_streams_on(
+    make_edge: EdgeFactory, unique_name: Callable[..., str],
+    create_session_topic: CreateSession, produce: Produce,
+) -> None:
+    async with make_edge() as edge:
+        session_id, offsets, _ = await answered_session(
+            edge, unique_name, create_session_topic, produce
+        )
+        end = len(offsets)
+        bystander_id = unique_name("s")
+        await create_session_topic(edge.settings, bystander_id)
+        url, token = edge.events_url(session_id), edge.token(session_id)
+        until_r2 = {"until": "done", "request_id": "r-2"}
+        async with SseStream(
+            edge.events_url(bystander_id), token=edge.token(bystander_id, "u-other"),
+            params=until_r2,
+        ) as bystander:
+            # Issue #11: this one request used to kill the consumer every stream shares.
+            for params, headers in [
+                ({}, {"Last-Event-ID": str(2**63 - 1)}),
+                ({}, {"Last-Event-ID": str(end)}),
+                ({"from": str(end + 1)}, {}),
+            ]:
+                status, body = await open_status(url, token, params=params, headers=headers)
+                assert status == 416 and body is not None, (params, headers)
+                assert body["error"]["code"] == "position_out_of_range"
+                assert body["error"]["details"] == {"next_offset": end}
+            missing = unique_name("s")
+            status, body = await open_status(
+                edge.events_url(missing), edge.token(missing), params={"from": "1"}
+            )
+            assert status == 416 and body is not None
+            assert body["error"] == {
+                "code": "position_out_of_range",
+                "message": "resume position 1 is past the end of the session (0)",
+                "details": {"next_offset": 0},
+            }
+            # The last id the edge sent, and "from the end": the live tail, always accepted.
+            last_sent = {"Last-Event-ID": str(end - 1)}
+            assert (await open_status(url, token, headers=last_sent))[0] == 200
+            assert (await open_status(url, token, params={"from": str(end)}))[0] == 200
+            events = answer_events(bystander_id, "r-2", TOKENS[:2])
+            await produce(edge.settings, bystander_id, events)
+            received = await bystander.rest()
+        assert ids(received) == list(range(len(events)))
+        refused = {"reason": "position_out_of_range"}
+        assert metric_value(edge, "tokenwire_edge_sse_refused_total", refused) == 4

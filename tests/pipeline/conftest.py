@@ -10,13 +10,18 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from api.stream_tokens import issue_token
+from tests.fixtures.credentials import caller_headers
 from tokenwire.settings import Settings
 
 
 @pytest.fixture
 async def post_chat(edge_url: str):  # type: ignore[no-untyped-def]
+    """POST as the body's ``user_id`` (a real signed JWT); ``token`` is a session write token."""
+
     async def post(body: dict[str, Any], token: str | None = None) -> httpx.Response:
-        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        headers = caller_headers(body.get("user_id", "u-test"))
+        if token is not None:
+            headers["X-Stream-Token"] = token
         async with httpx.AsyncClient(timeout=30) as client:
             return await client.post(f"{edge_url}/v1/chat", json=body, headers=headers)
 

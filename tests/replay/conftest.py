@@ -15,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from tests.fixtures.credentials import caller_headers
 from tests.fixtures.sse_client import Received, read_session
 from tests.replay.scripted_log import ScriptedLog, replay_settings
 from tokenwire.cli import build_parser
@@ -73,6 +74,7 @@ class Chat:
     session_id: str
     request_id: str
     token: str
+    write_token: str
     received: list[Received]
 
 
@@ -80,15 +82,15 @@ async def chat(edge_url: str, text: str, session: Chat | None = None, user_id: s
                ) -> Chat:
     """POST /v1/chat (into ``session``'s session if given) and read the answer as a client."""
     body: dict[str, Any] = {"user_id": user_id, "messages": [{"role": "user", "content": text}]}
-    headers = {}
+    headers = caller_headers(user_id)
     if session is not None:
         body["session_id"] = session.session_id
-        headers["Authorization"] = f"Bearer {session.token}"
+        headers["X-Stream-Token"] = session.write_token
     async with httpx.AsyncClient(timeout=30) as client:
         response = await client.post(f"{edge_url}/v1/chat", json=body, headers=headers)
     assert response.status_code == 202, response.text
     posted = response.json()
-    token = posted.get("stream_token") or (session.token if session else "")
+    token = posted["stream_token"]
     received = await read_session(edge_url, posted["session_id"], token,
                                   request_id=posted["request_id"])
-    return Chat(posted["session_id"], posted["request_id"], token, received)
+    return Chat(posted["session_id"], posted["request_id"], token, posted["write_token"], received)

@@ -60,13 +60,23 @@ def _put(env: dict[str, str], settings: BaseSettings, prefix: str) -> None:
         if isinstance(value, BaseSettings):
             _put(env, value, str(value.model_config.get("env_prefix", "")))
             continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        if isinstance(value, BaseModel):
-            value = value.model_dump_json()
-        elif isinstance(value, list | dict | tuple):
+        value = _plain(value)
+        if isinstance(value, list | dict):
             value = json.dumps(value, default=str)
         env[f"{prefix}{name.upper()}"] = str(value)
+
+
+def _plain(value: Any) -> Any:
+    """Secrets revealed and models as dicts, anywhere in a value: a child reads them back."""
+    if hasattr(value, "get_secret_value"):
+        return value.get_secret_value()
+    if isinstance(value, BaseModel):
+        return _plain(value.model_dump())
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 # --- /proc --------------------------------------------------------------------------------

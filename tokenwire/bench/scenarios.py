@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from api.auth.development import mint_dev_jwt
 from api.stream_tokens import issue_token
 from tokenwire.bench.processes import (
     ClientProcess,
@@ -56,6 +57,9 @@ async def _sessions(stack: BenchStack, mode: str, concurrency: int, label: str
         {"index": i, "delay_s": ramp * i / concurrency, "user_id": f"{stack.tag}-{label}-u{i}"}
         for i in range(concurrency)
     ]
+    for session in sessions:
+        # The bench stack runs in development mode: each user posts with a development JWT.
+        session["credential"] = mint_dev_jwt(session["user_id"], ttl_s=24 * 3600)
     if mode == "pipeline" and stack.config.ingress == "kafka":
         ids = [f"{stack.tag}-{label}-s{i}" for i in range(concurrency)]
         # As POST /v1/chat does: the topic exists before the reader attaches.

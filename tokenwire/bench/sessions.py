@@ -160,6 +160,8 @@ async def pipeline_session(
     index, user = int(session["index"]), str(session["user_id"])
     session_id: str | None = session.get("session_id")
     token: str | None = session.get("token")
+    credential: str = session["credential"]
+    write_token: str | None = None
     stream: SessionStream | None = None
     await asyncio.sleep(float(session["delay_s"]))
     try:
@@ -173,8 +175,8 @@ async def pipeline_session(
             expected = expected_tokens(messages)
             t0 = time.time()
             try:
-                request_id, session_id, token = await _submit(
-                    job, producer, user, messages, session_id, token
+                request_id, session_id, token, write_token = await _submit(
+                    job, producer, user, messages, session_id, (credential, token, write_token)
                 )
             except (OSError, HttpError, TimeoutError) as exc:
                 out.failed(index, r, t0, f"submit: {exc!r}", job)
@@ -204,9 +206,12 @@ async def pipeline_session(
 
 async def _submit(
     job: StreamJob, producer: Any, user: str, messages: list[dict[str, str]],
-    session_id: str | None, token: str | None,
-) -> tuple[str, str, str]:
-    """Publish one request; (request_id, session_id, stream token)."""
+    session_id: str | None, tokens: tuple[str, str | None, str | None],
+) -> tuple[str, str, str, str | None]:
+    """Publish one request; (request_id, session_id, read token, write token).
+
+    ``tokens`` = (the caller's credential, the session's read token, its write token)."""
+    credential, token, write_token = tokens
     if job.ingress == "kafka":
         assert session_id is not None and token is not None
         request_id = uuid.uuid4().hex
@@ -214,18 +219,20 @@ async def _submit(
                 "messages": messages}
         await producer.send_and_wait(job.requests_topic, json.dumps(body).encode(),
                                      key=session_id.encode())
-        return request_id, session_id, token
+        return request_id, session_id, token, None
     body: dict[str, Any] = {"user_id": user, "messages": messages}
-    headers: dict[str, str] = {}
+    headers = {"authorization": f"Bearer {credential}"}
     if session_id is not None:
         body["session_id"] = session_id
-        headers["authorization"] = f"Bearer {token}"
+        headers["x-stream-token"] = write_token or ""
     status, answer = await asyncio.wait_for(
         post_json(job.host, job.port, "/v1/chat", body, headers=headers), job.request_timeout_s
     )
     if status != 202:
         raise HttpError(status, json.dumps(answer).encode())
-    return answer["request_id"], answer["session_id"], answer["stream_token"]
+    return (
+        answer["request_id"], answer["session_id"], answer["stream_token"], answer["write_token"]
+    )
 
 
 # --- relay ------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from tokenwire.auth_settings import Quota
 from tokenwire.bench.config import BenchConfig
 from tokenwire.bench.processes import Child, child_env, cpu_seconds, free_port, spawn, wait_http_ok
 from tokenwire.kafka_clients import new_admin
@@ -23,6 +24,12 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 90.0
 TOPIC_BATCH = 200
+
+
+BENCH_QUOTA = Quota(
+    requests_per_minute=10_000_000, tokens_per_minute=10**12, concurrent_generations=1_000_000,
+    new_sessions_per_minute=10_000_000, live_sessions=10_000_000, max_tokens=100_000,
+)
 
 
 def bench_settings(base: Settings, tag: str, config: BenchConfig) -> Settings:
@@ -44,10 +51,20 @@ def bench_settings(base: Settings, tag: str, config: BenchConfig) -> Settings:
         "openai_api_key": SecretStr("sim-key"),
         # One event per chunk: each token's latency is measured on its own.
         "coalesce_mode": "chunk",
-        "rate_limit_per_s": 1e6,
-        "rate_limit_burst": 1_000_000,
         "sse_ping_s": config.ping_s,
-        "stream_token_secret": SecretStr(secrets.token_urlsafe(24)),
+        # Development mode: the local InfluxDB's token, development JWTs for the bench's users;
+        # fresh stream-token keys and quotas no benchmark reaches.
+        "mode": "development",
+        "auth": base.auth.model_copy(update={
+            "stream_token_keys": {"bench": SecretStr(secrets.token_urlsafe(32))},
+            "stream_token_kid": "bench",
+            "tiers": {"default": BENCH_QUOTA},
+        }),
+        # The idle part holds up to max(idle) streams on one edge, idle/idle_sessions per user.
+        "sse_max_connections": max(base.sse_max_connections, 2 * max(config.idle, default=0)),
+        "sse_max_connections_per_user": max(
+            base.sse_max_connections_per_user, max(config.idle, default=0)
+        ),
         "log_level": config.log_level,
     })
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 import faust
@@ -57,3 +58,24 @@ async def test_records_of_a_revoked_partition_are_never_acked() -> None:
     await acks.finish(P0, 0, cast(Any, log))
     await acks.finish(P0, 1, cast(Any, log))
     assert log.acked == []
+
+
+async def test_the_agent_waits_while_the_worker_holds_its_limit_of_unacked_records() -> None:
+    acks, log = OrderedAcks(limit=2), AckLog()
+    acks.track(P0, 0, cast(faust.EventT, "0:0"))
+    acks.track(P0, 1, cast(faust.EventT, "0:1"))
+    await acks.finish(P0, 1, cast(Any, log))  # finished, but held behind 0: still counted
+
+    waiting = asyncio.create_task(acks.wait_for_room())
+    await asyncio.sleep(0)
+    assert not waiting.done() and len(acks) == 2
+
+    await acks.finish(P0, 0, cast(Any, log))
+    await asyncio.wait_for(waiting, 5)
+    assert len(acks) == 0
+
+
+async def test_forgetting_a_partition_frees_its_room() -> None:
+    acks = tracked((P0, 0), (P0, 1), (P1, 0))
+    acks.forget({P0})
+    assert len(acks) == 1

@@ -30,3 +30,8 @@ def test_schema_errors_name_the_fields() -> None:
     rejection = decode_request(raw, partition=0, offset=0)
     assert isinstance(rejection, Rejection) and rejection.reason == "schema_invalid"
     assert "session_id" in rejection.detail and "user_id" in rejection.detail
+
+
+def test_nesting_deeper_than_the_decoder_can_follow_is_rejected_not_raised() -> None:
+    rejection = decode_request(b"[" * 100_000, partition=0, offset=0)
+    assert isinstance(rejection, Rejection) and rejection.reason == "not_json"
