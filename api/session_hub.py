@@ -198,9 +198,8 @@ class SessionHub:
         try:
             async with asyncio.timeout(timeout_s):
                 while sub.cursor <= upto:
-                    entry = await asyncio.wait_for(
-                        sub.next(give_up_if_missing=True), LOOKUP_IDLE_S
-                    )
+                    async with asyncio.timeout(LOOKUP_IDLE_S):
+                        entry = await sub.next(give_up_if_missing=True)
                     if entry is None or entry.offset > upto:
                         return None
                     if entry.request_id == request_id and entry.type in TERMINAL_TYPES:
@@ -333,11 +332,15 @@ class SessionHub:
             self._deliver(tp, records)
 
     async def _idle(self) -> None:
-        timeout = None
+        # Woken now and then even with nothing to do, so that supervision sees a broken consumer.
+        timeout = ASSIGNED_RECHECK_S
         if any(not feed.active for feed in self._feeds.values()):
             timeout = max(0.0, self._next_metadata_check - time.monotonic())
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+        # comes as the wait ends (drain() sets _changed, then stop() cancels), and stop() hangs.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
 
     async def _refresh_metadata(self) -> None:
         now = time.monotonic()
@@ -451,7 +454,8 @@ class SessionHub:
 async def _close_consumer(consumer: AIOKafkaConsumer) -> None:
     """Stop ``consumer`` and close its connections, whatever state it is in."""
     try:
-        await asyncio.wait_for(consumer.stop(), CLOSE_TIMEOUT_S)
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await consumer.stop()
     except Exception as exc:
         # A consumer whose fetcher died raises that error from stop() before it closes its
         # client: close the connections here, or each replacement would leak them.

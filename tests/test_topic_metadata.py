@@ -8,6 +8,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.fixtures.waiting import eventually_true
 from tokenwire.topic_metadata import TopicMetadata
 
 
@@ -19,7 +20,11 @@ async def test_existing_answers_which_of_the_named_topics_exist(
     metadata = TopicMetadata(kafka_bootstrap, client_id="test-topic-metadata")
     await metadata.start()
     try:
-        assert await metadata.existing([present, absent], timeout_s=10) == {present}
+        # A topic just created is known to every broker a moment later.
+        async def only_present() -> bool:
+            return await metadata.existing([present, absent], timeout_s=10) == {present}
+
+        await eventually_true(only_present)
         assert await metadata.existing([], timeout_s=10) == set()
         # Asking about a missing topic does not create it.
         assert absent not in await kafka_admin.list_topics()
@@ -43,6 +48,11 @@ async def test_end_offset_is_where_the_next_record_goes_and_none_for_no_topic(
     metadata = TopicMetadata(kafka_bootstrap, client_id="test-topic-metadata")
     await metadata.start()
     try:
+        # A topic just created is known to every broker a moment later.
+        async def visible() -> bool:
+            return present in await metadata.existing([present], timeout_s=10)
+
+        await eventually_true(visible)
         assert await metadata.end_offset(present, timeout_s=10) == 0
         for _ in range(3):
             await kafka_producer.send_and_wait(present, b"x")

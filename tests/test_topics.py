@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from tests.fixtures.waiting import eventually_true
 from tokenwire.settings import Settings
 from tokenwire.topics import SessionTopics
 
@@ -21,7 +22,11 @@ async def test_known_session_topics_are_bounded_and_a_forgotten_one_is_ensured_a
     names = [await topics.ensure(f"s{n}") for n in range(4)]
     try:
         assert len(topics) == 2
-        assert set(names) <= set(await kafka_admin.list_topics())
+
+        async def all_listed() -> bool:
+            return set(names) <= set(await kafka_admin.list_topics())
+
+        await eventually_true(all_listed)
         # s0 was forgotten: ensuring it again asks the broker, which says it exists already.
         assert await topics.ensure("s0") == names[0]
         assert len(topics) == 2

@@ -64,12 +64,12 @@ async def test_answers_that_never_stream_give_their_slot_back(
     async with make_edge(sse_max_connections_per_user=1) as edge:
         session_id = unique_name("s")
         url, token = edge.events_url(session_id), edge.token(session_id, "u1")
-        async with httpx.AsyncClient(timeout=10) as client:
-            for _ in range(3):
+        for _ in range(3):
+            async with httpx.AsyncClient(timeout=10) as client:
                 head = await client.head(url, params={"token": token})
-                assert head.status_code == 200
-                past_end = await client.get(url, params={"token": token, "from": "7"})
-                assert past_end.status_code == 416
+            assert head.status_code == 200
+            async with SseStream(url, token=token, params={"from": "7"}) as past_end:
+                assert past_end.status == 416
         await eventually(lambda: edge.runtime.connections.total == 0)
         async with SseStream(url, token=token) as stream:
             assert stream.status == 200
