@@ -6,4 +6,6 @@ per-user event-time windows (``windows``) held in a Faust table, through ``aggre
 turns a closed window into a score against the user's baseline. Out: points for InfluxDB
 (``points``, written by ``influx_sink``) and risk alerts on ``chat.alerts``, which the edge's
 throttle reads. ``replay`` runs the same fold over the topic from the start, for auditors.
+What keeps it bounded: ``expiry`` deletes idle users' state, ``series`` caps the InfluxDB tags,
+``content_flags`` scans at most a budget of each text, in linear time; ``keys`` names the state.
 """

@@ -55,7 +55,7 @@ def new_sink(
 def register_aggregates(
     app: faust.App, settings: Settings, agg: AggregatesSettings, metrics: WorkerMetrics
 ) -> None:
-    aggregator = Aggregator(agg)
+    aggregator = Aggregator(agg, default_model=settings.default_model)
     sink = new_sink(settings, agg, metrics)
     app.add_dependency(sink)
     table = app.Table(

@@ -5,14 +5,19 @@ state (the Faust table in the worker, a dict in tests and replays) and returns w
 Keys of the state (a user lives on one partition of ``chat.events``, keyed by user_id):
 
     w|<partition>|<size>|<start>|<user>   UserWindow: one user's window (windows.py)
-    b|<size>|<user>                       Baseline: the user's moving averages (risk.py)
-    o|<user>                              requests accepted, not finished: {request_id: [model, at]}
+    b|<partition>|<size>|<user>           Baseline: the user's moving averages (risk.py)
+    o|<partition>|<user>                  requests accepted, not finished: {request_id: [model, at]}
     c|<partition>                         {"wm": watermark, "offset": last offset applied,
-                                           "open": [[size, start], ...] windows still open}
+                                           "open": [[size, start], ...] windows still open,
+                                           "users": {"<size>|<start>": users with a
+                                                     series of their own (series.py)},
+                                           "swept": last sweep interval (expiry.py)}
 
 A window closes when the partition's watermark (the largest event time seen on it) passes its
 end plus ``grace_s``: its final points are emitted, the users' baselines move, its keys are
-deleted. An event for a window already closed is late: counted in ``late_events`` of the user's
+deleted. Idle baselines and stale in-flight sets are deleted by a periodic sweep in event time
+(``expiry``), so the state is bounded by the users active within ``baseline_idle_ttl_s``. An
+event for a window already closed is late: counted in ``late_events`` of the user's
 current window (and a metric), never applied. Every value is written back as a new object
 (``state[key] = ...``) so a Faust table sends it to its changelog, and ``c|<partition>`` is
 written last: a record at or below that offset (redelivered after a restart) is skipped, and a
@@ -27,8 +32,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.aggregates.content_flags import scan_answer, scan_prompt
+from agents.aggregates.expiry import Expiry
+from agents.aggregates.keys import (
+    baseline_key,
+    clock_key,
+    legacy_baseline_key,
+    legacy_open_key,
+    open_key,
+    partition_of_window_key,
+    window_key,
+    window_prefix,
+)
 from agents.aggregates.points import PointRow, alert_row, rate_rows, risk_row
 from agents.aggregates.risk import Baseline, RiskConfig, RiskInputs, RiskScore, score
+from agents.aggregates.series import SeriesLimits, other_rows
 from agents.aggregates.windows import UserWindow, window_label, window_start
 from schemas.alerts import RiskAlert
 from schemas.lifecycle import Accepted, Completed, Failed, FirstToken, LifecycleEvent
@@ -37,6 +54,9 @@ from tokenwire.aggregates_settings import AggregatesSettings
 log = logging.getLogger(__name__)
 
 State = MutableMapping[str, Any]
+
+# In-flight requests kept per user: beyond this the oldest is forgotten (it stops being active).
+MAX_OPEN_PER_USER = 1000
 
 
 @dataclass
@@ -49,36 +69,38 @@ class Output:
     skipped: bool = False
 
 
-def window_key(partition: int, size_s: int, start: int, user_id: str) -> str:
-    return f"w|{partition}|{size_s}|{start}|{user_id}"
-
-
-def window_prefix(partition: int, size_s: int, start: int) -> str:
-    return f"w|{partition}|{size_s}|{start}|"
-
-
 class Aggregator:
-    def __init__(self, settings: AggregatesSettings) -> None:
+    def __init__(self, settings: AggregatesSettings, default_model: str | None = None) -> None:
         self.sizes = list(settings.windows_s)
         self.grace_s = settings.grace_s
         self.stale_s = settings.active_stale_s
         self.ttft_exact_max = settings.ttft_exact_max
         self.alert_ttl_s = settings.alert_ttl_s
+        self.scan_max_chars = settings.scan_max_chars
         self.risk = RiskConfig.from_settings(settings)
+        self.series = SeriesLimits.from_settings(settings, default_model)
+        self.expiry = Expiry(
+            baseline_idle_ttl_s=settings.baseline_idle_ttl_s,
+            stale_s=settings.active_stale_s,
+            interval_s=settings.state_sweep_interval_s,
+        )
         # Window keys changed since the last current_rows(); None: all of them (a fresh start).
         self._dirty: set[str] | None = None
 
     # --- the fold ----------------------------------------------------------------------------
     def apply(self, event: LifecycleEvent, partition: int, offset: int, state: State) -> Output:
         out = Output()
-        found = state.get(f"c|{partition}") or {"wm": None, "offset": -1, "open": []}
+        found = state.get(clock_key(partition)) or {"wm": None, "offset": -1, "open": []}
         clock = {**found, "open": [list(w) for w in found["open"]]}
+        clock["users"] = dict(found.get("users", {}))
         if offset <= clock["offset"]:
             out.skipped = True
             return out
         clock["wm"] = event.at if clock["wm"] is None else max(clock["wm"], event.at)
         self._close_due(partition, clock, state, out)
-        active = self._track_active(event, state)
+        if self.expiry.due(clock):
+            self.expiry.sweep(partition, clock["wm"], state)
+        active = self._track_active(event, partition, state)
         for size in self.sizes:
             start = window_start(event.at, size)
             if start + size + self.grace_s <= clock["wm"]:
@@ -86,7 +108,7 @@ class Aggregator:
                 continue
             self._apply_to_window(event, size, start, active, partition, clock, state, out)
         clock["offset"] = offset
-        state[f"c|{partition}"] = clock
+        state[clock_key(partition)] = clock
         return out
 
     def _apply_to_window(
@@ -107,7 +129,7 @@ class Aggregator:
             return
         window.seen.add(mark)
         self._fold(window, event, active)
-        risk = self._score(window, state)
+        risk = self._score(window, partition, state)
         window.max_score = max(window.max_score, risk.score)
         if risk.score >= self.risk.threshold and not window.alerted:
             window.alerted = True
@@ -122,12 +144,13 @@ class Aggregator:
             self._dirty.add(key)
 
     def _fold(self, window: UserWindow, event: LifecycleEvent, active: int) -> None:
-        figures = window.figures(event.model)
+        figures = window.figures(self.series.model_tag(event.model))
         figures.active = active
         if isinstance(event, Accepted):
             figures.requests += 1
-            flags = scan_prompt(event.prompt_text)
+            flags = scan_prompt(event.prompt_text, self.scan_max_chars)
             window.injection += flags.injection
+            window.scan_truncated += int(flags.truncated)
             self._add_pii(window, flags.pii)
         elif isinstance(event, FirstToken):
             figures.observe_ttft(event.ttft_s, self.ttft_exact_max)
@@ -140,8 +163,9 @@ class Aggregator:
             if first is not None and event.timings.finished_at > first:
                 figures.gen_tokens += event.usage.completion_tokens
                 figures.gen_seconds += event.timings.finished_at - first
-            flags = scan_answer(event.answer, event.finish_reason)
+            flags = scan_answer(event.answer, event.finish_reason, self.scan_max_chars)
             figures.refusals += int(flags.refusal)
+            window.scan_truncated += int(flags.truncated)
             self._add_pii(window, flags.pii)
         elif isinstance(event, Failed):
             figures.failed += 1
@@ -152,23 +176,31 @@ class Aggregator:
         for kind, count in found.items():
             window.pii[kind] = window.pii.get(kind, 0) + count
 
-    def _track_active(self, event: LifecycleEvent, state: State) -> int:
+    def _track_active(self, event: LifecycleEvent, partition: int, state: State) -> int:
         """In-flight requests of the event's user and model, after this event."""
-        key = f"o|{event.user_id}"
+        key = open_key(partition, event.user_id)
         before: dict[str, list[Any]] = state.get(key) or {}
+        legacy = legacy_open_key(event.user_id)
+        migrated = not before and legacy in state
+        if migrated:
+            before = state[legacy]
+            del state[legacy]
         open_requests = {
             rid: entry for rid, entry in before.items() if entry[1] >= event.at - self.stale_s
         }
+        model = self.series.model_tag(event.model)
         if isinstance(event, Accepted):
-            open_requests[event.request_id] = [event.model, event.at]
+            open_requests[event.request_id] = [model, event.at]
+            if len(open_requests) > MAX_OPEN_PER_USER:
+                del open_requests[next(iter(open_requests))]  # the oldest accepted
         elif isinstance(event, Completed | Failed):
             open_requests.pop(event.request_id, None)
-        if open_requests != before:
+        if migrated or open_requests != before:
             if open_requests:
                 state[key] = open_requests
             elif key in state:
                 del state[key]
-        return sum(1 for model, _ in open_requests.values() if model == event.model)
+        return sum(1 for tag, _ in open_requests.values() if tag == model)
 
     def _count_late(
         self,
@@ -190,19 +222,19 @@ class Aggregator:
         start = window_start(watermark, size)
         key = window_key(partition, size, start, event.user_id)
         window = self._load_or_open(key, event.user_id, size, start, clock, state)
-        window.figures(event.model).late_events += 1
+        window.figures(self.series.model_tag(event.model)).late_events += 1
         self._put(key, window, state)
 
-    @staticmethod
     def _load_or_open(
-        key: str, user_id: str, size: int, start: int, clock: dict[str, Any], state: State
+        self, key: str, user_id: str, size: int, start: int, clock: dict[str, Any], state: State
     ) -> UserWindow:
         found = state.get(key)
         if found is not None:
             return UserWindow.from_json(found)
         if [size, start] not in clock["open"]:
             clock["open"].append([size, start])
-        return UserWindow(user_id=user_id, size_s=size, start=start)
+        tagged = self.series.admit(clock, size, start, user_id)
+        return UserWindow(user_id=user_id, size_s=size, start=start, tagged=tagged)
 
     # --- closing -------------------------------------------------------------------------------
     def _close_due(self, partition: int, clock: dict[str, Any], state: State, out: Output) -> None:
@@ -210,6 +242,7 @@ class Aggregator:
         for size, start in sorted(due):
             out.rows.extend(self._close_window(partition, size, start, clock, state))
             clock["open"].remove([size, start])
+            self.series.forget(clock, size, start)
             out.closed += 1
 
     def _close_window(
@@ -222,12 +255,18 @@ class Aggregator:
         """
         prefix = window_prefix(partition, size, start)
         rows: list[PointRow] = []
+        folded: list[tuple[UserWindow, RiskScore]] = []
         for key in sorted(k for k in list(state.keys()) if k.startswith(prefix)):
             window = UserWindow.from_json(state[key])
-            baseline_key = f"b|{size}|{window.user_id}"
-            baseline = Baseline.from_json(state.get(baseline_key))
+            baseline = self._baseline(partition, size, window.user_id, state)
             risk = score(self._inputs(window), baseline, self.risk)
-            rows += [*rate_rows(window, final=True), risk_row(window, risk, baseline, final=True)]
+            if window.tagged:
+                rows += [
+                    *rate_rows(window, final=True),
+                    risk_row(window, risk, baseline, final=True),
+                ]
+            else:
+                folded.append((window, risk))
             moved = baseline.after_window(
                 start,
                 size,
@@ -235,7 +274,10 @@ class Aggregator:
                 window.total("tokens_in") + window.total("tokens_out"),
                 self.risk.baseline_alpha,
             )
-            state[baseline_key] = moved.to_json()
+            state[baseline_key(partition, size, window.user_id)] = moved.to_json()
+            legacy = legacy_baseline_key(size, window.user_id)
+            if legacy in state:
+                del state[legacy]
             del state[key]
             if self._dirty is not None:
                 self._dirty.discard(key)
@@ -245,20 +287,23 @@ class Aggregator:
                     for s, later in clock["open"]
                     if s == size and later > start
                 )
+        if folded:
+            rows += other_rows(folded, self.ttft_exact_max, final=True)
         return rows
 
     def close_through(self, until: float, state: State) -> list[PointRow]:
         """Close every open window that ends at or before ``until`` (a replay's last word)."""
         rows: list[PointRow] = []
-        for clock_key in sorted(k for k in list(state.keys()) if k.startswith("c|")):
-            partition = int(clock_key[2:])
-            found = state[clock_key]
+        for key in sorted(k for k in list(state.keys()) if k.startswith("c|")):
+            partition = int(key[2:])
+            found = state[key]
             clock = {**found, "open": [list(w) for w in found["open"]]}
             for size, start in sorted(clock["open"]):
                 if start + size <= until:
                     rows.extend(self._close_window(partition, size, start, clock, state))
                     clock["open"].remove([size, start])
-            state[clock_key] = clock
+                    self.series.forget(clock, size, start)
+            state[key] = clock
         return rows
 
     # --- risk and the current windows --------------------------------------------------------
@@ -276,8 +321,15 @@ class Aggregator:
             injection_hits=window.injection,
         )
 
-    def _score(self, window: UserWindow, state: State) -> RiskScore:
-        baseline = Baseline.from_json(state.get(f"b|{window.size_s}|{window.user_id}"))
+    @staticmethod
+    def _baseline(partition: int, size: int, user_id: str, state: State) -> Baseline:
+        found = state.get(baseline_key(partition, size, user_id))
+        if found is None:
+            found = state.get(legacy_baseline_key(size, user_id))
+        return Baseline.from_json(found)
+
+    def _score(self, window: UserWindow, partition: int, state: State) -> RiskScore:
+        baseline = self._baseline(partition, window.size_s, window.user_id, state)
         return score(self._inputs(window), baseline, self.risk)
 
     def _alert(self, window: UserWindow, risk: RiskScore, at: float) -> RiskAlert:
@@ -311,13 +363,30 @@ class Aggregator:
             keys = sorted(self._dirty)
         self._dirty = set()
         rows: list[PointRow] = []
+        with_folded: set[str] = set()
         for key in keys:
             data = state.get(key)
             if data is None:
                 continue
             window = UserWindow.from_json(data)
-            baseline = Baseline.from_json(state.get(f"b|{window.size_s}|{window.user_id}"))
+            if not window.tagged:
+                with_folded.add(key[: key.rindex("|") + 1])  # its window's prefix
+                continue
+            partition = partition_of_window_key(key)
+            baseline = self._baseline(partition, window.size_s, window.user_id, state)
             risk = score(self._inputs(window), baseline, self.risk)
             rows.extend(rate_rows(window, final=False))
             rows.append(risk_row(window, risk, baseline, final=False))
+        for prefix in sorted(with_folded):
+            rows.extend(self._current_other_rows(prefix, state))
         return rows
+
+    def _current_other_rows(self, prefix: str, state: State) -> list[PointRow]:
+        """The provisional (other users) points of one open window: all its folded users."""
+        partition = partition_of_window_key(prefix)
+        folded = []
+        for key in sorted(k for k in list(state.keys()) if k.startswith(prefix)):
+            window = UserWindow.from_json(state[key])
+            if not window.tagged:
+                folded.append((window, self._score(window, partition, state)))
+        return other_rows(folded, self.ttft_exact_max, final=False) if folded else []

@@ -4,7 +4,8 @@ Every point's timestamp is its window's start (second precision), so writing a w
 (the live current-window refresh, the final write at close, a replay) overwrites the same point.
 
 ``chat_rate``  tags ``user_id, model, window`` -- one series per user and model; per-user or
-per-model figures are sums over the other tag.
+per-model figures are sums over the other tag. Both tags are bounded (``series``): models
+outside a list are ``other``, users past a per-window cap are ``(other users)``.
 ``chat_risk``  tags ``user_id, window``.
 ``chat_alert`` tags ``user_id, window`` -- one point per alert sent to ``chat.alerts``.
 """
@@ -80,7 +81,14 @@ def rate_rows(window: UserWindow, *, final: bool) -> list[PointRow]:
     return rows
 
 
-def risk_row(window: UserWindow, risk: RiskScore, baseline: Baseline, *, final: bool) -> PointRow:
+def risk_row(
+    window: UserWindow,
+    risk: RiskScore,
+    baseline: Baseline,
+    *,
+    final: bool,
+    users: int | None = None,
+) -> PointRow:
     fields: dict[str, FieldValue] = {
         "score": float(risk.score),
         "max_score": float(max(window.max_score, risk.score)),
@@ -92,6 +100,7 @@ def risk_row(window: UserWindow, risk: RiskScore, baseline: Baseline, *, final: 
         "refusals": window.total("refusals"),
         "pii_hits": sum(window.pii.values()),
         "injection_hits": window.injection,
+        "scan_truncated": window.scan_truncated,
         "baseline_requests": float(baseline.requests),
         "baseline_tokens": float(baseline.tokens),
         "alerted": window.alerted,
@@ -101,6 +110,8 @@ def risk_row(window: UserWindow, risk: RiskScore, baseline: Baseline, *, final: 
         fields[f"sig_{name}"] = float(risk.signals[name])
     for kind, count in window.pii.items():
         fields[f"pii_{kind}"] = count
+    if users is not None:  # the (other users) point: how many users it sums (series.py)
+        fields["users"] = users
     tags = (("user_id", window.user_id), ("window", window.label))
     return PointRow(RISK, tags, fields, window.start)
 

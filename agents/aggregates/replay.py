@@ -54,7 +54,7 @@ async def replay_aggregates(
     if until <= since:
         raise ValueError(f"until ({until}) must be after since ({since})")
     agg = agg or settings.aggregates
-    aggregator = Aggregator(agg)
+    aggregator = Aggregator(agg, default_model=settings.default_model)
     sizes = {window_label(size): size for size in agg.windows_s}
     state: dict[str, Any] = {}
     rows: dict[tuple[Any, ...], PointRow] = {}

@@ -93,6 +93,16 @@ class ModelFigures:
         figures.ttft_hist = list(figures.ttft_hist)
         return figures
 
+    def add(self, other: ModelFigures, exact_max: int) -> None:
+        """Sum ``other`` into these figures (a window of several users)."""
+        for name in ("requests", "completed", "failed", "refusals", "retries", "tokens_in",
+                     "tokens_out", "gen_tokens", "gen_seconds", "ttft_count", "ttft_sum",
+                     "active", "late_events"):  # fmt: skip
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.ttft_hist = [a + b for a, b in zip(self.ttft_hist, other.ttft_hist, strict=True)]
+        # Exact quantiles only while every value is kept (else ttft_quantile uses the histogram).
+        self.ttft_exact = sorted(self.ttft_exact + other.ttft_exact)[:exact_max]
+
     def ttft_quantile(self, q: float) -> float | None:
         if not self.ttft_count:
             return None
@@ -111,6 +121,10 @@ class UserWindow:
     seen: set[str] = field(default_factory=set)
     pii: dict[str, int] = field(default_factory=dict)
     injection: int = 0
+    # Whether the user has their own InfluxDB series in this window (series.py).
+    tagged: bool = True
+    # Prompts and answers longer than the scan budget (their middle was not scanned).
+    scan_truncated: int = 0
     alerted: bool = False
     max_score: float = 0.0
 
@@ -140,6 +154,8 @@ class UserWindow:
             "seen": sorted(self.seen),
             "pii": dict(self.pii),
             "injection": self.injection,
+            "tagged": self.tagged,
+            "scan_truncated": self.scan_truncated,
             "alerted": self.alerted,
             "max_score": self.max_score,
         }
@@ -155,6 +171,8 @@ class UserWindow:
             seen=set(data.get("seen", ())),
             pii=dict(data.get("pii", {})),
             injection=data.get("injection", 0),
+            tagged=data.get("tagged", True),
+            scan_truncated=data.get("scan_truncated", 0),
             alerted=data.get("alerted", False),
             max_score=data.get("max_score", 0.0),
         )

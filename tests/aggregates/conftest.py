@@ -35,6 +35,8 @@ FAST_AGGREGATES = {
     "TOKENWIRE_AGG_GRACE_S": "2",
     "TOKENWIRE_AGG_CURRENT_INTERVAL_S": "0.5",
     "TOKENWIRE_AGG_INFLUX_FLUSH_INTERVAL_S": "0.2",
+    # The models the specifications use; any other is tagged "other" (series.py).
+    "TOKENWIRE_AGG_INFLUX_MODELS": '["gpt-test", "small"]',
 }
 
 

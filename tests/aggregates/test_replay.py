@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from typing import Any
@@ -70,8 +71,10 @@ async def test_a_replay_into_a_fresh_bucket_equals_the_live_bucket(stack: Stack)
             created = client.buckets_api().create_bucket(bucket_name=fresh, org=stack.influx.org)
         try:
             agg = AggregatesSettings(
-                windows_s=[10, 60], grace_s=float(FAST_AGGREGATES["TOKENWIRE_AGG_GRACE_S"])
-            )
+                windows_s=[10, 60],
+                grace_s=float(FAST_AGGREGATES["TOKENWIRE_AGG_GRACE_S"]),
+                influx_models=json.loads(FAST_AGGREGATES["TOKENWIRE_AGG_INFLUX_MODELS"]),
+            )  # the live worker's settings
             written = await replay_aggregates(
                 stack.settings, t0, t0 + 60, fresh, group_id=f"{stack.settings.worker_id}-replay",
                 agg=agg,
