@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +36,11 @@ class ApiError(Exception):
         self.message = message
         self.headers = dict(headers or {})
         self.details = details
+
+
+def retry_after_header(seconds: float) -> str:
+    """Retry-After takes whole seconds; round up so a client that obeys it is let through."""
+    return str(max(1, math.ceil(seconds)))
 
 
 def error_response(

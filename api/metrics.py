@@ -59,11 +59,6 @@ class EdgeMetrics:
             "SSE connections closed because the client fell behind.",
             registry=self.registry,
         )
-        self.rate_limited = Counter(
-            "tokenwire_edge_rate_limited",
-            "POST /v1/chat requests refused by the per-user rate limit.",
-            registry=self.registry,
-        )
         self.hub_sessions = Gauge(
             "tokenwire_edge_hub_sessions",
             "Sessions the shared consumer currently follows.",

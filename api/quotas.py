@@ -22,12 +22,10 @@ live_sessions              429     sessions with a request in ``auth.live_sessio
 
 from __future__ import annotations
 
-import math
-
 from prometheus_client import CollectorRegistry, Counter
 
 from api.auth.authenticator import Identity
-from api.errors import ApiError
+from api.errors import ApiError, retry_after_header
 from api.throttle import AlertThrottle
 from api.usage_ledger import UsageLedger
 
@@ -128,7 +126,7 @@ class QuotaGate:
         self.refusals.labels(reason).inc()
         headers = {}
         if retry_after_s is not None:
-            headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
+            headers["Retry-After"] = retry_after_header(retry_after_s)
         default_code = "quota_exceeded" if status == 429 else "forbidden"
         raise ApiError(
             status, code or default_code, message, headers=headers, details={"reason": reason}

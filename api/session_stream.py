@@ -31,9 +31,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from api.connection_limits import REFUSED_USER, ConnectionSlot
-from api.errors import ApiError, token_error
+from api.errors import ApiError, retry_after_header, token_error
 from api.metrics import REFUSED_POSITION
-from api.rate_limit import retry_after_header
 from api.runtime import EdgeRuntime
 from api.session_feed import CLOSED_DISCONNECTED, Subscription
 from api.sse_response import PING, LeanEventSourceResponse

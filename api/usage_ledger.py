@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from tokenwire.errors import TopicError
 from tokenwire.kafka_clients import new_consumer
 from tokenwire.settings import Settings
+from tokenwire.topic_metadata import TopicMetadata
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ HEADER_NEW_SESSION = "tw-new-session"
 POLL_MS = 200
 CATCH_UP_DEADLINE_S = 10.0
 ERROR_BACKOFF_S = 1.0
+MISSING_TOPICS_RETRY_S = 5.0
+METADATA_TIMEOUT_S = 5.0
 TERMINAL_EVENT_TYPES = frozenset({"completed", "failed"})
 
 
@@ -110,6 +114,7 @@ class UsageLedger:
         self._horizon_s = max(self._live_window_s, MINUTE_S)
         self._users: OrderedDict[str, _UserUsage] = OrderedDict()
         self._consumer: AIOKafkaConsumer | None = None
+        self._metadata = TopicMetadata(settings.kafka_bootstrap, client_id=f"{client_id}-metadata")
         self._task: asyncio.Task[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -117,13 +122,14 @@ class UsageLedger:
         """Assign and read back the horizon before the edge answers, within a deadline; a
         ledger that cannot (topics missing, broker slow) keeps trying in its task."""
         consumer = new_consumer(self._settings.kafka_bootstrap, client_id=self._client_id)
+        await self._metadata.start()
         await consumer.start()
         self._consumer = consumer
         try:
             async with asyncio.timeout(CATCH_UP_DEADLINE_S):
                 await self._assign_from_horizon(consumer)
                 await self._catch_up()
-        except (TimeoutError, KafkaError) as exc:
+        except (TimeoutError, KafkaError, TopicError) as exc:
             log.warning("usage ledger starts partial error=%r; quotas count from now", exc)
         self._task = asyncio.create_task(self._run(), name="tokenwire-usage-ledger")
 
@@ -136,6 +142,7 @@ class UsageLedger:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+        await self._metadata.close()
 
     @property
     def assigned(self) -> bool:
@@ -143,6 +150,11 @@ class UsageLedger:
 
     async def _assign_from_horizon(self, consumer: AIOKafkaConsumer) -> None:
         s = self._settings
+        core = [s.requests_topic, s.events_topic]
+        # Asked first: offsets for a missing topic make aiokafka retry (and log) until timeout.
+        missing = set(core) - await self._metadata.existing(core, timeout_s=METADATA_TIMEOUT_S)
+        if missing:
+            raise TopicError(f"topics not created yet: {sorted(missing)}")
         # Both core topics are created with ``requests_partitions`` (tokenwire/topics.py); asking
         # the cluster instead would mean a metadata request for every topic it holds.
         partitions = [
@@ -177,6 +189,9 @@ class UsageLedger:
                 await self._poll()
             except asyncio.CancelledError:
                 raise
+            except TopicError as exc:
+                log.warning("usage ledger waiting error=%s", exc)
+                await asyncio.sleep(MISSING_TOPICS_RETRY_S)
             except Exception as exc:  # quotas go on from what is known; never kill the edge
                 log.warning("usage ledger poll failed error=%r", exc)
                 await asyncio.sleep(ERROR_BACKOFF_S)

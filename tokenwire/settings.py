@@ -93,8 +93,6 @@ class Settings(BaseSettings):
     # --- Edge (Starlette + SSE) --------------------------------------------------------
     edge_host: str = "127.0.0.1"
     edge_port: int = 8000
-    rate_limit_per_s: float = Field(default=2.0, gt=0)
-    rate_limit_burst: int = Field(default=10, ge=1)
     sse_ping_s: float = Field(default=15.0, gt=0)
     sse_send_timeout_s: float = Field(default=10.0, gt=0)
     sse_retry_ms: int = Field(default=1000, ge=0)
@@ -104,10 +102,9 @@ class Settings(BaseSettings):
     # holds at most session_cache_events events, and a session is followed only while streamed.
     sse_max_connections: int = Field(default=20_000, ge=1)
     sse_max_connections_per_user: int = Field(default=32, ge=1)
-    # Bounded in-process maps: rate-limit buckets (least recently used forgotten first), session
-    # topics known to exist (edge and worker; forgotten ones are created again, idempotently),
-    # where recent requests ended (for until=done reconnects).
-    rate_limit_max_users: int = Field(default=100_000, ge=1)
+    # Bounded in-process maps: session topics known to exist (edge and worker; least recently
+    # used forgotten first, and created again, idempotently), where recent requests ended (for
+    # until=done reconnects). Per-identity usage is bounded in Settings.auth.
     session_topics_remembered: int = Field(default=100_000, ge=1)
     sse_terminal_index_size: int = Field(default=4_096, ge=1)
     cors_origins: list[str] = Field(default_factory=list)

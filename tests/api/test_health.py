@@ -72,7 +72,8 @@ async def test_metrics_move_with_traffic(
     assert sample(during, "tokenwire_edge_sse_connections") == 1
     assert sample(after.text, "tokenwire_edge_sse_events_total") == 3
     assert sample(after.text, "tokenwire_edge_slow_client_closes_total") == 0
-    assert sample(after.text, "tokenwire_edge_rate_limited_total") == 0
+    refused = 'tokenwire_edge_quota_refusals_total{reason="requests_per_minute"}'
+    assert sample(after.text, refused) == 0
     assert after.headers["content-type"].startswith("text/plain")
     assert session_id not in after.text
 

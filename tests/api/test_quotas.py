@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import httpx
+import time
 
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from tests.aggregates.lifecycle_factory import request_events
 from tests.api.conftest import EdgeFactory, metric_value
 from tests.fixtures.credentials import auth_for_tests, caller_headers
 from tests.fixtures.waiting import eventually
@@ -104,3 +108,40 @@ async def test_n_edges_do_not_mean_n_times_the_quota(
             )
             refused = [await post(one.url, "u-spread"), await post(two.url, "u-spread")]
     assert [refusal(r) for r in refused] == [(429, "requests_per_minute")] * 2
+
+
+async def test_tokens_per_minute_count_the_usage_workers_report(
+    make_edge: EdgeFactory, kafka_producer: AIOKafkaProducer
+) -> None:
+    auth = auth_for_tests(tiers={"default": Quota(tokens_per_minute=1000)})
+    async with make_edge(auth=auth) as edge:
+        first = (await post(edge.url, "u-tokens")).json()
+        # Play the worker: the request finished with 1,200 tokens of usage.
+        completed = request_events("u-tokens", time.time(), request_id=first["request_id"],
+                                   prompt_tokens=200, completion_tokens=1000)[-1]
+        await kafka_producer.send_and_wait(
+            edge.settings.events_topic, completed.model_dump_json().encode(), key=b"u-tokens"
+        )
+        await eventually(
+            lambda: edge.runtime.ledger.usage("u-tokens").tokens_last_minute == 1200
+        )
+        over = await post(edge.url, "u-tokens")
+        other = await post(edge.url, "u-other")
+    assert refusal(over) == (429, "tokens_per_minute")
+    assert 1 <= int(over.headers["Retry-After"]) <= 60
+    assert other.status_code == 202
+
+
+async def test_a_restarted_edge_remembers_the_last_minute(make_edge: EdgeFactory) -> None:
+    auth = auth_for_tests(tiers={"default": Quota(requests_per_minute=2)})
+    async with make_edge(auth=auth) as before:
+        assert [(await post(before.url, "u-r")).status_code for _ in range(2)] == [202, 202]
+        topics = {
+            "requests_topic": before.settings.requests_topic,
+            "events_topic": before.settings.events_topic,
+            "alerts_topic": before.settings.alerts_topic,
+        }
+    # A new edge reads the topics back before it answers: no free quota by restarting.
+    async with make_edge(auth=auth, **topics) as after:
+        again = await post(after.url, "u-r")
+    assert refusal(again) == (429, "requests_per_minute")
