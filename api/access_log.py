@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import re
 
-TOKEN_PARAM = re.compile(r"([?&]token=)[^&#\s]*")
+# The name percent-encoded (``%74oken``) still reaches Starlette as ``token``: mask that too.
+TOKEN_PARAM = re.compile(r"([?&](?:%74|t)(?:%6f|o)(?:%6b|k)(?:%65|e)(?:%6e|n)=)[^&#\s]*", re.I)
 MASK = r"\1***"
 
 

@@ -38,7 +38,10 @@ def create_app(settings: Settings) -> Starlette:
     page = PAGE.read_text(encoding="utf-8")
 
     async def index(_: Request) -> HTMLResponse:
-        return HTMLResponse(page_for_this_visit(settings, page))
+        # The page may carry a development credential: never cache it.
+        return HTMLResponse(
+            page_for_this_visit(settings, page), headers={"Cache-Control": "no-store"}
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -78,7 +81,9 @@ def _middleware(settings: Settings) -> list[Middleware]:
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            allow_headers=[
+                "Authorization", "Content-Type", "Last-Event-ID", "X-Stream-Token", "X-API-Key",
+            ],
             expose_headers=["Retry-After"],
             max_age=600,
         )

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -71,13 +72,20 @@ async def _accept(runtime: EdgeRuntime, request: Request) -> JSONResponse:
     body = await read_json_object(request, max_bytes=MAX_BODY_BYTES)
     new_session = body.get("session_id") is None
     chat = _validate(body, runtime, identity)
+    record = _serialised(chat)
     if not new_session:
         _authorise_session(runtime, request, chat.session_id, identity)
+    # Checked and counted in one step, before the first await: requests in flight at the same
+    # time cannot all pass the same quota. A request that is then not published is uncounted.
     runtime.quotas.check(identity, model=chat.model or "", new_session=new_session)
-    await _publish(runtime, chat, new_session=new_session)
-    runtime.ledger.note_admitted(
+    admission = runtime.ledger.note_admitted(
         identity.user_id, chat.request_id or "", chat.session_id, new_session=new_session
     )
+    try:
+        await _publish(runtime, chat, record, new_session=new_session)
+    except BaseException:
+        runtime.ledger.withdraw(admission)
+        raise
     log.info(
         "chat request accepted request_id=%s session=%s new_session=%s credential=%s",
         chat.request_id, chat.session_id, new_session, identity.credential,
@@ -123,6 +131,8 @@ def _validate(body: dict[str, Any], runtime: EdgeRuntime, identity: Identity) ->
     data["request_id"] = uuid.uuid4().hex
     try:
         chat = ChatRequest.model_validate(data)
+    except RecursionError as exc:
+        raise ApiError(400, "bad_request", "request body nested too deeply") from exc
     except ValidationError as exc:
         errors = [
             {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
@@ -150,14 +160,28 @@ def _authorise_session(
         raise ApiError(403, "forbidden", "the session belongs to another caller")
 
 
-async def _publish(runtime: EdgeRuntime, chat: ChatRequest, *, new_session: bool) -> None:
+def _serialised(chat: ChatRequest) -> bytes:
+    """The record's bytes; a body that validates but cannot be written (a lone surrogate,
+    nesting past the serialiser's depth) is the caller's error, found before anything is made."""
+    try:
+        return chat.model_dump_json().encode()
+    except (PydanticSerializationError, RecursionError, UnicodeEncodeError) as exc:
+        raise ApiError(
+            422, "invalid_request", "request body cannot be stored: nested too deeply or not "
+            "valid Unicode",
+        ) from exc
+
+
+async def _publish(
+    runtime: EdgeRuntime, chat: ChatRequest, record: bytes, *, new_session: bool
+) -> None:
     settings = runtime.settings
     try:
         # Created before publishing so that a reader can attach the moment it has the token.
         await runtime.session_topics.ensure(chat.session_id)
         await runtime.producer.send_and_wait(
             settings.requests_topic,
-            value=chat.model_dump_json().encode(),
+            value=record,
             key=chat.session_id.encode(),
             headers=admission_headers(
                 chat.user_id, chat.request_id or "", chat.session_id, new_session=new_session

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ from api.metrics import REFUSED_POSITION
 from api.runtime import EdgeRuntime
 from api.session_feed import CLOSED_DISCONNECTED, Subscription
 from api.sse_response import PING, LeanEventSourceResponse
+from api.stream_tokens import LEEWAY_S as TOKEN_LEEWAY_S
 from api.stream_tokens import bearer_token, verify_token
 from schemas.common import SESSION_ID_PATTERN
 from schemas.session_events import TERMINAL_TYPES
@@ -126,8 +128,11 @@ async def session_events(request: Request) -> Response:
         slot.release()
         raise
     control = _StreamControl()
+    # The stream ends when its token does: a leaked or outlived token reads nothing more, and
+    # EventSource's reconnect then needs a fresh one.
+    ends_at = claims.expires_at + TOKEN_LEEWAY_S
     return _SlotHoldingResponse(
-        _stream(runtime, params, control),
+        _stream(runtime, params, control, ends_at),
         slot=slot,
         on_disconnect=control.disconnected,
         send_timeout=runtime.settings.sse_send_timeout_s,
@@ -220,7 +225,7 @@ async def _already_finished(runtime: EdgeRuntime, params: StreamParams) -> bool:
 
 
 async def _stream(
-    runtime: EdgeRuntime, params: StreamParams, control: _StreamControl
+    runtime: EdgeRuntime, params: StreamParams, control: _StreamControl, ends_at: float
 ) -> AsyncIterator[ServerSentEvent | bytes]:
     # Subscribed here, not in the handler: a response that never streams (HEAD) holds nothing.
     sub = runtime.hub.subscribe(params.session_id, params.start)
@@ -232,11 +237,16 @@ async def _stream(
     try:
         yield ServerSentEvent(retry=runtime.settings.sse_retry_ms)
         while True:
+            left_s = ends_at - time.time()
+            if left_s <= 0:
+                reason = "token_expired"
+                return
             try:
-                async with asyncio.timeout(ping_s):
+                async with asyncio.timeout(min(ping_s, left_s)):
                     entry = await sub.next()
             except TimeoutError:
-                yield PING
+                if time.time() < ends_at:
+                    yield PING
                 continue
             if entry is None:
                 break

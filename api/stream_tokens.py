@@ -102,7 +102,8 @@ def _decode(settings: Settings, token: str, now: float | None) -> StreamClaims:
         # Expiry is checked below against ``now``, so that tests can move the clock.
         data = jwt.decode(
             token, secret.get_secret_value(), algorithms=["HS256"], audience=AUDIENCE,
-            issuer=ISSUER, options={"verify_exp": False, "require": REQUIRED_CLAIMS},
+            issuer=ISSUER, leeway=LEEWAY_S,
+            options={"verify_exp": False, "require": REQUIRED_CLAIMS},
         )
     except jwt.InvalidSignatureError as exc:
         raise StreamTokenError("bad token signature", status=401) from exc

@@ -49,6 +49,7 @@ ERROR_BACKOFF_S = 1.0
 MISSING_TOPICS_RETRY_S = 5.0
 METADATA_TIMEOUT_S = 5.0
 TERMINAL_EVENT_TYPES = frozenset({"completed", "failed"})
+MAX_FINISHED_REMEMBERED = 10_000
 
 
 def admission_headers(
@@ -75,6 +76,18 @@ class Usage:
     tokens_free_in_s: float
 
 
+@dataclass(frozen=True)
+class Admission:
+    """What ``note_admitted`` counted, so that ``withdraw`` can take exactly that back."""
+
+    user: str
+    request_id: str
+    session_id: str
+    at: float
+    counted_new_session: bool
+    counted_session: bool
+
+
 @dataclass
 class _UserUsage:
     requests: OrderedDict[str, float] = field(default_factory=OrderedDict)
@@ -82,11 +95,14 @@ class _UserUsage:
     in_flight: OrderedDict[str, float] = field(default_factory=OrderedDict)
     new_sessions: deque[float] = field(default_factory=deque)
     sessions: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    # Requests whose terminal event was read, so a late-read admission is not "in flight".
+    finished: OrderedDict[str, float] = field(default_factory=OrderedDict)
 
     def prune(self, now: float, live_window_s: float, in_flight_ttl_s: float) -> None:
         _drop_older(self.requests, now - MINUTE_S)
         _drop_older(self.in_flight, now - in_flight_ttl_s)
         _drop_older(self.sessions, now - live_window_s)
+        _drop_older(self.finished, now - in_flight_ttl_s)
         while self.tokens and self.tokens[0][0] < now - MINUTE_S:
             self.tokens.popleft()
         while self.new_sessions and self.new_sessions[0] < now - MINUTE_S:
@@ -94,7 +110,9 @@ class _UserUsage:
 
     @property
     def empty(self) -> bool:
-        return not (self.requests or self.tokens or self.in_flight or self.sessions)
+        return not (
+            self.requests or self.tokens or self.in_flight or self.sessions or self.finished
+        )
 
 
 def _drop_older(entries: OrderedDict[str, float], cutoff: float) -> None:
@@ -211,9 +229,26 @@ class UsageLedger:
     def note_admitted(
         self, user_id: str, request_id: str, session_id: str, *, new_session: bool,
         at: float | None = None,
-    ) -> None:
+    ) -> Admission:
         """Count an admission now; the same record read back later is not counted again."""
-        self._admit(user_id, request_id, session_id, new_session, time.time() if at is None else at)
+        when = time.time() if at is None else at
+        known = self._users.get(user_id)
+        had_session = known is not None and session_id in known.sessions
+        counted_new = self._admit(user_id, request_id, session_id, new_session, when)
+        return Admission(user_id, request_id, session_id, when, counted_new, not had_session)
+
+    def withdraw(self, admission: Admission) -> None:
+        """Uncount an admission whose request was never published."""
+        usage = self._users.get(admission.user)
+        if usage is None:
+            return
+        usage.requests.pop(admission.request_id, None)
+        usage.in_flight.pop(admission.request_id, None)
+        if admission.counted_new_session:
+            with contextlib.suppress(ValueError):
+                usage.new_sessions.remove(admission.at)
+        if admission.counted_session:
+            usage.sessions.pop(admission.session_id, None)
 
     def _apply_admission(self, record: ConsumerRecord) -> None:
         headers = {key: value for key, value in (record.headers or ())}
@@ -228,18 +263,23 @@ class UsageLedger:
 
     def _admit(
         self, user: str, request_id: str, session_id: str, new_session: bool, at: float
-    ) -> None:
+    ) -> bool:
+        """Count one admission (once per request id); True if it counted a new session."""
         if at < time.time() - self._horizon_s:
-            return
+            return False
         usage = self._user(user)
         if request_id in usage.requests or request_id in usage.in_flight:
-            return
+            return False
         usage.requests[request_id] = at
-        usage.in_flight[request_id] = at
-        if new_session and session_id not in usage.sessions:
+        # A terminal event read before its admission (catch-up, lag) already ended it.
+        if request_id not in usage.finished:
+            usage.in_flight[request_id] = at
+        counted_new = new_session and session_id not in usage.sessions
+        if counted_new:
             usage.new_sessions.append(at)
         usage.sessions[session_id] = at
         usage.sessions.move_to_end(session_id)
+        return counted_new
 
     def _apply_lifecycle(self, record: ConsumerRecord) -> None:
         try:
@@ -249,10 +289,14 @@ class UsageLedger:
             return
         if kind not in TERMINAL_EVENT_TYPES or not isinstance(user, str):
             return
-        usage = self._users.get(user)
-        if usage is None:
+        at = record.timestamp / 1000
+        if at < time.time() - self._horizon_s:
             return
+        usage = self._user(user)
         usage.in_flight.pop(request_id, None)
+        usage.finished[request_id] = at
+        if len(usage.finished) > MAX_FINISHED_REMEMBERED:
+            usage.finished.popitem(last=False)
         if kind == "completed":
             tokens = (event.get("usage") or {}).get("total_tokens")
             if isinstance(tokens, int) and tokens > 0:

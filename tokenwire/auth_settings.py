@@ -13,6 +13,7 @@ below; any other mode refuses to start with them (``Settings.unsafe_settings``).
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +25,15 @@ DEV_JWT_SECRET = "tokenwire-dev-jwt-secret-not-for-production"
 DEV_JWT_ISSUER = "tokenwire-dev"
 DEV_KID = "dev"
 MIN_SECRET_BYTES = 32
+SUPPORTED_ALGORITHMS = ("HS256", "RS256", "ES256")
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _https_or_loopback(url: str) -> bool:
+    parsed = urlsplit(url)
+    return parsed.scheme == "https" or (
+        parsed.scheme == "http" and parsed.hostname in LOOPBACK_HOSTS
+    )
 
 
 class Quota(BaseModel):
@@ -73,7 +83,7 @@ class AuthSettings(BaseSettings):
     # A JWKS is fetched again after this long, or at once (at most every refresh_min_s) for a
     # ``kid`` it does not hold: that is how rotated keys arrive.
     jwks_cache_s: float = Field(default=300.0, gt=0)
-    jwks_refresh_min_s: float = Field(default=10.0, ge=0)
+    jwks_refresh_min_s: float = Field(default=10.0, ge=1)
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_subject_claim: str = "sub"
@@ -107,6 +117,14 @@ class AuthSettings(BaseSettings):
     # Identities the usage ledger tracks at most; the least recently active are forgotten.
     ledger_max_identities: int = Field(default=100_000, ge=1)
 
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = set(value) - set(SUPPORTED_ALGORITHMS)
+        if unknown or not value:
+            raise ValueError(f"jwt_algorithms must be some of {list(SUPPORTED_ALGORITHMS)}")
+        return value
+
     @field_validator("stream_token_keys")
     @classmethod
     def _keys(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
@@ -130,16 +148,24 @@ class AuthSettings(BaseSettings):
         return self
 
     def unsafe_settings(self) -> list[str]:
-        """The auth settings that are built-in, empty or too short: refused outside dev mode."""
+        """The auth settings that are built-in, empty, too short or shared between the caller
+        and stream-token roles, or a JWKS without issuer and audience: refused outside dev mode."""
         unsafe = []
+        built_in = {DEV_STREAM_TOKEN_SECRET, DEV_JWT_SECRET}
+        stream_keys = {secret.get_secret_value() for secret in self.stream_token_keys.values()}
         for kid, secret in self.stream_token_keys.items():
             raw = secret.get_secret_value()
-            if raw == DEV_STREAM_TOKEN_SECRET or len(raw.encode()) < MIN_SECRET_BYTES:
+            if raw in built_in or len(raw.encode()) < MIN_SECRET_BYTES:
                 unsafe.append(f"TOKENWIRE_AUTH_STREAM_TOKEN_KEYS[{kid}]")
         if self.jwt_hs256_secret is not None:
             raw = self.jwt_hs256_secret.get_secret_value()
-            if raw == DEV_JWT_SECRET or len(raw.encode()) < MIN_SECRET_BYTES:
-                unsafe.append("TOKENWIRE_AUTH_JWT_HS256_SECRET")
+            if raw in built_in | stream_keys or len(raw.encode()) < MIN_SECRET_BYTES:
+                unsafe.append("TOKENWIRE_AUTH_JWT_HS256_SECRET (built-in, short or a stream key)")
+        if (self.jwks_file or self.jwks_url) and not (self.jwt_issuer and self.jwt_audience):
+            # Without them, any token the provider signs for any of its clients would do.
+            unsafe.append("TOKENWIRE_AUTH_JWT_ISSUER and TOKENWIRE_AUTH_JWT_AUDIENCE (with a JWKS)")
+        if self.jwks_url and not _https_or_loopback(self.jwks_url):
+            unsafe.append("TOKENWIRE_AUTH_JWKS_URL (must be https)")
         if not self.has_caller_credentials:
             unsafe.append(
                 "no caller credentials configured (TOKENWIRE_AUTH_JWT_HS256_SECRET, "

@@ -80,6 +80,7 @@ def looks_like_api_key(value: str) -> bool:
 
 class ApiKeyStore:
     def __init__(self, auth: AuthSettings) -> None:
+        self._auth = auth
         self._path = auth.api_keys_file
         self._reload_s = auth.api_keys_reload_s
         self._by_digest: dict[str, KeyEntry] = {}
@@ -103,6 +104,32 @@ class ApiKeyStore:
                 await self._task
             self._task = None
 
+    def _parse(self, text: str) -> dict[str, KeyEntry]:
+        """The file's live keys by digest; ``ValueError`` naming the problem (never a value:
+        a key pasted into the wrong field must not reach the log)."""
+        try:
+            parsed = KeyFile.model_validate(tomllib.loads(text))
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"not TOML: {exc}") from exc
+        except ValidationError as exc:
+            problems = [
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                for e in exc.errors(include_input=False, include_url=False)
+            ]
+            raise ValueError("; ".join(problems[:5])) from exc
+        entries: dict[str, KeyEntry] = {}
+        for entry in parsed.keys:
+            if entry.sha256 in entries:
+                # Which one would win is a guess (one may be the revoked copy): refuse the file.
+                raise ValueError(f"key {entry.id} has the same sha256 as key "
+                                 f"{entries[entry.sha256].id}")
+            try:
+                self._auth.quota(entry.tier).with_overrides(entry.quota)
+            except ValidationError as exc:
+                raise ValueError(f"key {entry.id}: invalid quota override") from exc
+            entries[entry.sha256] = entry
+        return entries
+
     def lookup(self, key: str) -> KeyEntry | None:
         """The live entry for ``key``, else None (unknown, disabled or not a key at all)."""
         if not looks_like_api_key(key) or len(key) > MAX_KEY_CHARS:
@@ -125,12 +152,12 @@ class ApiKeyStore:
         if text is None:
             return
         try:
-            parsed = KeyFile.model_validate(tomllib.loads(text))
-        except (tomllib.TOMLDecodeError, ValidationError) as exc:
+            entries = self._parse(text)
+        except ValueError as exc:
             log.error("API key file not loaded, keeping %d keys path=%s error=%s",
                       len(self._by_digest), self._path, exc)
             return
-        self._by_digest = {entry.sha256: entry for entry in parsed.keys}
+        self._by_digest = entries
         self._stamp = stamp
         log.info("API keys loaded path=%s keys=%d", self._path, len(self._by_digest))
 

@@ -33,7 +33,8 @@ def page_for_this_visit(settings: Settings, page: str) -> str:
     """The chat page; in development mode with a fresh development JWT for a new user."""
     if not settings.development:
         return page.replace(PAGE_PLACEHOLDER, "")
-    token = mint_dev_jwt(f"web-{secrets.token_hex(4)}", ttl_s=settings.auth.dev_jwt_ttl_s)
-    # json.dumps of a JWT (base64url and dots) cannot close the script element.
-    script = f"<script>window.TOKENWIRE_DEV_CREDENTIAL = {json.dumps(token)};</script>"
+    token = mint_dev_jwt(f"web-{secrets.token_hex(8)}", ttl_s=settings.auth.dev_jwt_ttl_s)
+    # A JWT is base64url and dots; escaping '<' keeps the script element closed whatever it is.
+    literal = json.dumps(token).replace("<", "\\u003c")
+    script = f"<script>window.TOKENWIRE_DEV_CREDENTIAL = {literal};</script>"
     return page.replace(PAGE_PLACEHOLDER, script)

@@ -15,6 +15,7 @@ import logging
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -24,6 +25,7 @@ from tokenwire.auth_settings import AuthSettings
 log = logging.getLogger(__name__)
 
 MAX_JWKS_BYTES = 1_000_000
+ASYMMETRIC_KEY_TYPES = frozenset({"RSA", "EC"})
 FETCH_TIMEOUT_S = 5.0
 
 
@@ -76,14 +78,14 @@ class JwksSource:
         try:
             document = await self._read()
             keys = _parse(document)
-        except (OSError, ValueError, httpx.HTTPError, jwt.PyJWKSetError) as exc:
+        except (OSError, ValueError, RecursionError, httpx.HTTPError) as exc:
             log.error(
-                "JWKS not refreshed source=%s error=%r keys_kept=%d",
-                self._file or self._url, exc, len(self._keys),
+                "JWKS not refreshed source=%s error=%s keys_kept=%d",
+                self._source, type(exc).__name__, len(self._keys),
             )
             return
         if set(keys) != set(self._keys):
-            log.info("JWKS loaded source=%s kids=%s", self._file or self._url, sorted(keys))
+            log.info("JWKS loaded source=%s kids=%s", self._source, sorted(keys))
         self._keys = keys
 
     async def _read(self) -> Any:
@@ -91,12 +93,30 @@ class JwksSource:
             raw = await asyncio.to_thread(self._file.read_bytes)
         else:
             assert self._client is not None and self._url is not None
-            response = await self._client.get(self._url)
-            response.raise_for_status()
-            raw = response.content
+            raw = await self._fetch(self._client, self._url)
         if len(raw) > MAX_JWKS_BYTES:
             raise ValueError(f"JWKS over {MAX_JWKS_BYTES} bytes")
         return json.loads(raw)
+
+    @staticmethod
+    async def _fetch(client: httpx.AsyncClient, url: str) -> bytes:
+        """The body, read no further than ``MAX_JWKS_BYTES``."""
+        raw = bytearray()
+        async with client.stream("GET", url) as response:
+            response.raise_for_status()
+            async for chunk in response.aiter_bytes():
+                raw.extend(chunk)
+                if len(raw) > MAX_JWKS_BYTES:
+                    raise ValueError(f"JWKS over {MAX_JWKS_BYTES} bytes")
+        return bytes(raw)
+
+    @property
+    def _source(self) -> str:
+        """Where keys come from, for logs: a URL without its query (it may carry a secret)."""
+        if self._file is not None:
+            return str(self._file)
+        parts = urlsplit(self._url or "")
+        return f"{parts.scheme}://{parts.hostname}{parts.path}"
 
 
 def _parse(document: Any) -> dict[str, jwt.PyJWK]:
@@ -106,10 +126,12 @@ def _parse(document: Any) -> dict[str, jwt.PyJWK]:
     for index, data in enumerate(document["keys"]):
         if not isinstance(data, dict) or data.get("use", "sig") != "sig":
             continue
+        if data.get("kty") not in ASYMMETRIC_KEY_TYPES:
+            continue  # a JWKS publishes public keys; a shared (oct) key has no place in it
         try:
             key = jwt.PyJWK.from_dict(data)
-        except (jwt.PyJWKError, jwt.InvalidKeyError) as exc:
-            log.warning("JWKS key skipped index=%d error=%r", index, exc)
+        except Exception as exc:  # any malformed entry (even alg "none") skips that key only
+            log.warning("JWKS key skipped index=%d error=%s", index, type(exc).__name__)
             continue
         keys[str(data.get("kid", f"#{index}"))] = key
     return keys

@@ -19,6 +19,8 @@ import jwt
 
 from api.auth.development import DEV_AUDIENCE
 from api.auth.jwks import JwksSource
+from api.stream_tokens import AUDIENCE as STREAM_AUDIENCE
+from api.stream_tokens import ISSUER as STREAM_ISSUER
 from tokenwire.auth_settings import DEV_JWT_ISSUER, DEV_JWT_SECRET, AuthSettings
 from tokenwire.errors import AuthError
 
@@ -61,6 +63,9 @@ class JwtVerifier:
         alg = header.get("alg")
         if alg not in self._auth.jwt_algorithms:
             raise AuthError(f"token algorithm {alg!r} is not accepted")
+        if _is_stream_token(token):
+            # Even where an operator reused one secret for both, a stream token is no caller.
+            raise AuthError("a stream token is not a caller credential")
         if alg == "HS256":
             return self._verify_hs256(token)
         return await self._verify_with_jwks(token, alg, header.get("kid"))
@@ -112,12 +117,27 @@ class JwtVerifier:
         if not isinstance(subject, str) or not subject:
             raise AuthError(f"token claim {subject_claim!r} must be a non-empty string")
         tier = claims.get(self._auth.jwt_tier_claim)
+        try:
+            expires_at = float(claims["exp"])
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise AuthError("token claim 'exp' is not a time") from exc
         return VerifiedJwt(
             subject=subject,
             tier=tier if isinstance(tier, str) else None,
-            expires_at=float(claims["exp"]),
+            # Accepted up to the leeway past exp, so the stream tokens it buys may live as long.
+            expires_at=expires_at + self._auth.jwt_leeway_s,
             issuer=claims.get("iss"),
         )
+
+
+def _is_stream_token(token: str) -> bool:
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return False
+    audience = claims.get("aud")
+    audiences = audience if isinstance(audience, list) else [audience]
+    return claims.get("iss") == STREAM_ISSUER or STREAM_AUDIENCE in audiences
 
 
 def _unverified_issuer(token: str) -> object:

@@ -53,7 +53,7 @@ def published(service: str) -> dict[int, int]:
     """container port -> host port."""
     ports = {}
     for mapping in SERVICES[service].get("ports", []):
-        host, container = str(mapping).split(":")
+        *_, host, container = str(mapping).split(":")  # [address:]host:container
         ports[int(container)] = int(host)
     return ports
 

@@ -167,6 +167,17 @@ async def test_bad_input_is_refused_with_json_errors(edge: Edge) -> None:
     assert deep.status_code == 400
     assert deep.json()["error"]["code"] == "bad_request"
 
+    # Found in review: these validate but cannot be serialised; they answered 500, after the
+    # session topic had been created, without counting against any quota.
+    nested: dict[str, Any] = {}
+    for _ in range(500):
+        nested = {"k": nested}
+    for metadata in ({"deep": nested}, {"lone": "\udc00"}):
+        raw = json.dumps(chat_body(metadata=metadata)).encode()
+        unserialisable = await post(edge, None, raw=raw)
+        assert unserialisable.status_code in (400, 422), unserialisable.text
+        assert "error" in unserialisable.json()
+
     # A newline in a user id would forge log lines; no such identity exists.
     forged = await post(edge, chat_body("alice\nINFO forged"), credential=caller_jwt("alice\nx"))
     assert forged.status_code == 401

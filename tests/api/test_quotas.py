@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
 from aiokafka import AIOKafkaProducer
 
+from api.usage_ledger import admission_headers
 from tests.aggregates.lifecycle_factory import request_events
 from tests.api.conftest import EdgeFactory, metric_value
 from tests.fixtures.credentials import auth_for_tests, caller_headers
@@ -145,3 +147,34 @@ async def test_a_restarted_edge_remembers_the_last_minute(make_edge: EdgeFactory
     async with make_edge(auth=auth, **topics) as after:
         again = await post(after.url, "u-r")
     assert refusal(again) == (429, "requests_per_minute")
+
+
+async def test_parallel_requests_cannot_slip_past_a_quota(make_edge: EdgeFactory) -> None:
+    """Found in review: the check ran before the publish and the count after it, so 50 requests
+    in flight at once all passed a quota of 3."""
+    tiers = {"default": Quota(requests_per_minute=3, concurrent_generations=100)}
+    async with make_edge(auth=auth_for_tests(tiers=tiers)) as edge:
+        responses = await asyncio.gather(*(post(edge.url, "u-parallel") for _ in range(20)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [202] * 3 + [429] * 17
+
+
+async def test_an_answer_read_before_its_admission_leaves_no_phantom_generation(
+    make_edge: EdgeFactory, kafka_producer: AIOKafkaProducer
+) -> None:
+    """Found in review: a terminal event read first (catch-up, lag) was dropped, and the late
+    admission then counted as a generation in flight for minutes."""
+    async with make_edge() as edge:
+        settings = edge.settings
+        completed = request_events("u-late", time.time(), request_id="r-late",
+                                   prompt_tokens=5, completion_tokens=7)[-1]
+        await kafka_producer.send_and_wait(
+            settings.events_topic, completed.model_dump_json().encode(), key=b"u-late"
+        )
+        await eventually(lambda: edge.runtime.ledger.usage("u-late").tokens_last_minute == 12)
+        await kafka_producer.send_and_wait(
+            settings.requests_topic, b"{}", key=b"s-late",
+            headers=admission_headers("u-late", "r-late", "s-late", new_session=True),
+        )
+        await eventually(lambda: edge.runtime.ledger.usage("u-late").requests_last_minute == 1)
+        assert edge.runtime.ledger.usage("u-late").in_flight == 0

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 
 import httpx
 
+from api.stream_tokens import issue_token
 from tests.api.conftest import (
     CreateSession,
     Edge,
@@ -293,3 +295,21 @@ async def test_a_resume_position_past_the_end_is_416_and_the_edge_streams_on(
         assert ids(received) == list(range(len(events)))
         refused = {"reason": "position_out_of_range"}
         assert metric_value(edge, "tokenwire_edge_sse_refused_total", refused) == 4
+
+
+async def test_a_stream_ends_when_its_token_expires(
+    edge: Edge, unique_name: Callable[..., str], create_session_topic: CreateSession,
+    produce: Produce,
+) -> None:
+    """Found in review: an open stream outlived its token, so a leaked ``?token=`` kept reading
+    every later event of the session."""
+    session_id = unique_name("s")
+    await create_session_topic(edge.settings, session_id)
+    short = issue_token(edge.settings, session_id=session_id, user_id="u-test",
+                        not_after=time.time() + 1)
+    async with SseStream(edge.events_url(session_id), token=short) as stream:
+        assert stream.status == 200
+        await produce(edge.settings, session_id, answer_events(session_id, "r-1", TOKENS[:1]))
+        received = await stream.rest()
+    # It ends by itself (rest() returns) with what was produced while the token was good.
+    assert [e.event for e in received] == ["start", "token", "done"]

@@ -92,3 +92,11 @@ def test_keys_rotate_by_kid() -> None:
     assert verify_token(rotating, new, session_id="s-1", now=NOW).user_id == "u"
     retired = Settings(auth=auth_for_tests(stream_token_keys={"k2": KEY_2}, stream_token_kid="k2"))
     assert reason_and_status(old, settings=retired) == ("token signed with an unknown key", 401)
+
+
+def test_a_token_from_an_edge_whose_clock_is_a_little_ahead_verifies() -> None:
+    """Found in review: PyJWT refused ``iat`` in the future with no leeway (401 'malformed')."""
+    import time
+
+    token = issue_token(SETTINGS, session_id="s-1", user_id="u", now=time.time() + 3)
+    assert verify_token(SETTINGS, token, session_id="s-1").user_id == "u"

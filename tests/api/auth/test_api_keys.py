@@ -81,3 +81,20 @@ async def test_a_key_can_override_its_tier(make_edge: EdgeFactory, tmp_path: Pat
     assert over.status_code == 403 and over.json()["error"]["details"]["reason"] == (
         "max_tokens_over_quota"
     )
+
+
+async def test_a_file_with_a_duplicate_or_invalid_key_is_refused_whole(
+    make_edge: EdgeFactory, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys.toml"
+    key = append_key_entry(keys, key_id="first", identity="svc-first", tier="default")
+    good = keys.read_text()
+    async with make_edge(auth=auth_for_tests(api_keys_file=keys)) as edge:
+        store = edge.runtime.auth.api_keys
+        # The same key again, revoked: which entry would win is a guess, so neither file loads.
+        keys.write_text(good + good.replace('id = "first"', 'id = "copy"') + "disabled = true\n")
+        await store.reload_if_changed()
+        assert (await post(edge.url, {"X-API-Key": key})).status_code == 202
+        keys.write_text(good + "[keys.quota]\nrequests_per_minute = -1\n")
+        await store.reload_if_changed()
+        assert (await post(edge.url, {"X-API-Key": key})).status_code == 202

@@ -24,6 +24,7 @@ from starlette.routing import Route
 from tests.api.conftest import EdgeFactory
 from tests.fixtures.asgi_server import serve_asgi
 from tests.fixtures.credentials import AUDIENCE, ISSUER, auth_for_tests, caller_jwt
+from tests.fixtures.waiting import eventually_true
 
 BODY = {"messages": [{"role": "user", "content": "hi"}]}
 
@@ -70,7 +71,7 @@ async def test_a_jwks_with_two_keys_verifies_both_and_rotates_in_a_new_one(
     rsa_1, ec_1, rsa_2 = keys
     jwks = tmp_path / "jwks.json"
     write_jwks(jwks, rsa_1, ec_1)
-    auth = auth_for_tests(jwks_file=jwks, jwks_refresh_min_s=0)
+    auth = auth_for_tests(jwks_file=jwks, jwks_refresh_min_s=1)
     async with make_edge(auth=auth) as edge:
         assert (await post(edge.url, rsa_1.token())).status_code == 202
         assert (await post(edge.url, ec_1.token())).status_code == 202
@@ -78,7 +79,11 @@ async def test_a_jwks_with_two_keys_verifies_both_and_rotates_in_a_new_one(
         assert (await post(edge.url, rsa_2.token())).status_code == 401
         # The provider rotates: rsa-2 in, rsa-1 out. An unknown kid triggers a refresh.
         write_jwks(jwks, ec_1, rsa_2)
-        assert (await post(edge.url, rsa_2.token())).status_code == 202
+
+        async def rotated_in() -> bool:
+            return (await post(edge.url, rsa_2.token())).status_code == 202
+
+        await eventually_true(rotated_in, timeout_s=5)
 
 
 async def test_a_jwks_url_is_fetched_and_cached(
@@ -158,3 +163,38 @@ def hs256_by_hand(header: dict[str, Any], claims: dict[str, Any], secret: bytes)
     signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
     signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{b64(signature)}"
+
+
+async def test_a_stream_token_is_never_a_caller_even_under_a_shared_secret(
+    make_edge: EdgeFactory,
+) -> None:
+    """Found in review: with one secret for both roles and no iss/aud set, a leaked read token
+    verified as a caller JWT. Production mode now refuses that configuration; the verifier
+    refuses the token whatever the configuration."""
+    shared = "s" * 40
+    auth = auth_for_tests(jwt_hs256_secret=shared, jwt_issuer=None, jwt_audience=None,
+                          stream_token_keys={"k": shared}, stream_token_kid="k")
+    assert any("JWT_HS256_SECRET" in item for item in auth.unsafe_settings())
+    async with make_edge(mode="development", auth=auth) as edge:
+        read_token = edge.token("s-shared", user_id="alice")
+        response = await post(edge.url, read_token)
+    assert response.status_code == 401
+    assert "stream token" in response.json()["error"]["message"]
+
+
+async def test_a_jwks_with_broken_or_symmetric_entries_keeps_its_good_keys(
+    make_edge: EdgeFactory, tmp_path: Path, keys: tuple[SigningKey, ...]
+) -> None:
+    rsa_1 = keys[0]
+    jwks = tmp_path / "jwks.json"
+    broken = [
+        {"kty": "RSA", "kid": "bad-none", "alg": "none", "n": "AQAB", "e": "AQAB"},
+        {"kty": "oct", "kid": "shared", "k": "c2hhcmVkLXNlY3JldC1zaGFyZWQtc2VjcmV0LXNoYXJlZA"},
+        {"kty": "EC", "kid": "truncated"},
+        "not even an object",
+    ]
+    jwks.write_text(json.dumps({"keys": [*broken, rsa_1.jwk]}))
+    async with make_edge(auth=auth_for_tests(jwks_file=jwks)) as edge:
+        assert (await post(edge.url, rsa_1.token())).status_code == 202
+        forged = caller_jwt(secret="shared-secret-shared-secret-shared")
+        assert (await post(edge.url, forged)).status_code == 401
