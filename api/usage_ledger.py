@@ -108,12 +108,6 @@ class _UserUsage:
         while self.new_sessions and self.new_sessions[0] < now - MINUTE_S:
             self.new_sessions.popleft()
 
-    @property
-    def empty(self) -> bool:
-        return not (
-            self.requests or self.tokens or self.in_flight or self.sessions or self.finished
-        )
-
 
 def _drop_older(entries: OrderedDict[str, float], cutoff: float) -> None:
     # Entries are kept in first-seen order, so the old ones are at the front.
@@ -161,10 +155,6 @@ class UsageLedger:
             await self._consumer.stop()
             self._consumer = None
         await self._metadata.close()
-
-    @property
-    def assigned(self) -> bool:
-        return self._consumer is not None and bool(self._consumer.assignment())
 
     async def _assign_from_horizon(self, consumer: AIOKafkaConsumer) -> None:
         s = self._settings

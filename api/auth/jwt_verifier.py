@@ -63,15 +63,16 @@ class JwtVerifier:
         alg = header.get("alg")
         if alg not in self._auth.jwt_algorithms:
             raise AuthError(f"token algorithm {alg!r} is not accepted")
-        if _is_stream_token(token):
+        unverified = _unverified_claims(token)
+        if _is_stream_token(unverified):
             # Even where an operator reused one secret for both, a stream token is no caller.
             raise AuthError("a stream token is not a caller credential")
         if alg == "HS256":
-            return self._verify_hs256(token)
+            return self._verify_hs256(token, unverified.get("iss"))
         return await self._verify_with_jwks(token, alg, header.get("kid"))
 
-    def _verify_hs256(self, token: str) -> VerifiedJwt:
-        if self._development and _unverified_issuer(token) == DEV_JWT_ISSUER:
+    def _verify_hs256(self, token: str, issuer: object) -> VerifiedJwt:
+        if self._development and issuer == DEV_JWT_ISSUER:
             return self._decode(token, DEV_JWT_SECRET, "HS256", DEV_JWT_ISSUER, DEV_AUDIENCE)
         secret = self._auth.jwt_hs256_secret
         if secret is None:
@@ -130,18 +131,15 @@ class JwtVerifier:
         )
 
 
-def _is_stream_token(token: str) -> bool:
+def _unverified_claims(token: str) -> dict[str, Any]:
+    """The claims before any check: only to route the token, never to trust it."""
     try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.InvalidTokenError:
-        return False
+        return jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError as exc:
+        raise AuthError("malformed bearer token") from exc
+
+
+def _is_stream_token(claims: dict[str, Any]) -> bool:
     audience = claims.get("aud")
     audiences = audience if isinstance(audience, list) else [audience]
     return claims.get("iss") == STREAM_ISSUER or STREAM_AUDIENCE in audiences
-
-
-def _unverified_issuer(token: str) -> object:
-    try:
-        return jwt.decode(token, options={"verify_signature": False}).get("iss")
-    except jwt.InvalidTokenError:
-        return None
