@@ -6,15 +6,23 @@ import faust
 
 from agents.chat import faust_transport
 from tokenwire.settings import Settings
+from tokenwire.topics import Replication
 
 
-def create_app(settings: Settings) -> faust.App:
-    datadir = settings.state_dir / "faust" / settings.worker_id
+def create_app(settings: Settings, replication: Replication) -> faust.App:
+    """``replication`` is the cluster's (``tokenwire.topics.cluster_replication``): Faust makes
+    its changelog topics itself, with this many replicas."""
+    # Per worker process (its web port tells workers of one group on one machine apart); a
+    # restarted worker finds its own directory again.
+    datadir = settings.state_dir / "faust" / f"{settings.worker_id}-{settings.worker_web_port}"
     datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.worker_id,
         # Faust's Kafka transport whose pauses reach aiokafka (agents/chat/faust_transport.py).
         broker=f"{faust_transport.SCHEME}://{settings.kafka_bootstrap}",
+        # The same TLS/SASL as every other client (Settings.kafka).
+        broker_credentials=settings.kafka_connection.faust_credentials(),
+        topic_replication_factor=replication.factor,
         store="memory://",
         # Faust keeps per-app files; outside the working tree, next to the local services' state.
         datadir=str(datadir),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
@@ -14,16 +15,20 @@ from agents.chat.agent import register_chat_agent
 from agents.chat.runtime import ChatRuntime
 from agents.metrics import WorkerMetrics, update_consumer_lag
 from agents.web import create_worker_web
+from tokenwire.kafka_clients import new_admin
 from tokenwire.settings import Settings
+from tokenwire.topics import UNREPLICATED, Replication, cluster_replication
 
 log = logging.getLogger(__name__)
 
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
-def build_worker_app(settings: Settings) -> tuple[faust.App, ChatRuntime]:
+def build_worker_app(
+    settings: Settings, replication: Replication = UNREPLICATED
+) -> tuple[faust.App, ChatRuntime]:
     settings.require_safe("worker")
-    app = create_app(settings)
+    app = create_app(settings, replication)
     runtime = ChatRuntime(settings, WorkerMetrics())
     app.add_dependency(runtime)
     register_chat_agent(app, runtime)
@@ -49,8 +54,19 @@ def run_worker(settings: Settings) -> int:
     # loop can hold each crossing for up to 5 ms. One noisy A/B at 100 streams on 2 cores:
     # publish -> agent p50 626 -> 249 ms.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    app, _ = build_worker_app(settings)
+    settings.require_safe("worker")
+    app, _ = build_worker_app(settings, asyncio.run(_replication(settings)))
     worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
     log.info("worker event loop=%s", type(worker.loop).__module__)
     worker.execute_from_commandline()
     return 0
+
+
+async def _replication(settings: Settings) -> Replication:
+    """Asked once, before Faust starts: its changelog topics need a replication factor."""
+    admin = new_admin(settings.kafka_connection, client_id=f"{settings.worker_id}-replication")
+    await admin.start()
+    try:
+        return await cluster_replication(admin, settings)
+    finally:
+        await admin.close()

@@ -63,10 +63,11 @@ class EdgeRuntime:
     async def start(self) -> None:
         stack = contextlib.AsyncExitStack()
         try:
-            producer = new_producer(self.settings.kafka_bootstrap, client_id=f"{CLIENT_ID}-ingress")
+            kafka = self.settings.kafka_connection
+            producer = new_producer(kafka, client_id=f"{CLIENT_ID}-ingress")
             stack.push_async_callback(producer.stop)
             await producer.start()
-            admin = new_admin(self.settings.kafka_bootstrap, client_id=f"{CLIENT_ID}-admin")
+            admin = new_admin(kafka, client_id=f"{CLIENT_ID}-admin")
             stack.push_async_callback(admin.close)
             await admin.start()
             stack.push_async_callback(self.auth.close)

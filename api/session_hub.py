@@ -86,7 +86,7 @@ class SessionHub:
         self._client_id = client_id
         self._on_topic_deleted = on_topic_deleted
         self._consumer: AIOKafkaConsumer | None = None
-        self._metadata = TopicMetadata(settings.kafka_bootstrap, client_id=f"{client_id}-metadata")
+        self._metadata = TopicMetadata(settings.kafka_connection, client_id=f"{client_id}-metadata")
         self._task: asyncio.Task[None] | None = None
         self._feeds: dict[str, SessionFeed] = {}
         self._assigned: set[TopicPartition] = set()
@@ -130,7 +130,7 @@ class SessionHub:
         log.info("session hub stopped client_id=%s", self._client_id)
 
     async def _start_consumer(self) -> None:
-        consumer = new_consumer(self._settings.kafka_bootstrap, client_id=self._client_id)
+        consumer = new_consumer(self._settings.kafka_connection, client_id=self._client_id)
         self.consumers_created += 1
         try:
             await consumer.start()

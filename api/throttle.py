@@ -84,7 +84,7 @@ async def follow_alerts(
 ) -> None:
     """Apply every alert on ``settings.alerts_topic`` to ``throttle`` until cancelled."""
     topic = settings.alerts_topic
-    consumer = new_consumer(settings.kafka_bootstrap, client_id=client_id)
+    consumer = new_consumer(settings.kafka_connection, client_id=client_id)
     await consumer.start()
     try:
         tps = await _partitions(consumer, topic)

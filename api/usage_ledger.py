@@ -126,14 +126,14 @@ class UsageLedger:
         self._horizon_s = max(self._live_window_s, MINUTE_S)
         self._users: OrderedDict[str, _UserUsage] = OrderedDict()
         self._consumer: AIOKafkaConsumer | None = None
-        self._metadata = TopicMetadata(settings.kafka_bootstrap, client_id=f"{client_id}-metadata")
+        self._metadata = TopicMetadata(settings.kafka_connection, client_id=f"{client_id}-metadata")
         self._task: asyncio.Task[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
         """Assign and read back the horizon before the edge answers, within a deadline; a
         ledger that cannot (topics missing, broker slow) keeps trying in its task."""
-        consumer = new_consumer(self._settings.kafka_bootstrap, client_id=self._client_id)
+        consumer = new_consumer(self._settings.kafka_connection, client_id=self._client_id)
         await self._metadata.start()
         await consumer.start()
         self._consumer = consumer

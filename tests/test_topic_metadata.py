@@ -9,7 +9,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.fixtures.waiting import eventually_true
+from tokenwire.kafka_settings import KafkaConnection
 from tokenwire.topic_metadata import TopicMetadata
+
+CLIENT_ID = "test-topic-metadata"
 
 
 async def test_existing_answers_which_of_the_named_topics_exist(
@@ -17,7 +20,7 @@ async def test_existing_answers_which_of_the_named_topics_exist(
 ) -> None:
     present, absent = unique_name("meta-present"), unique_name("meta-absent")
     await kafka_admin.create_topics([NewTopic(present, 1, 1)])
-    metadata = TopicMetadata(kafka_bootstrap, client_id="test-topic-metadata")
+    metadata = TopicMetadata(KafkaConnection.plaintext(kafka_bootstrap), client_id=CLIENT_ID)
     await metadata.start()
     try:
         # A topic just created is known to every broker a moment later.
@@ -34,7 +37,7 @@ async def test_existing_answers_which_of_the_named_topics_exist(
 
 
 async def test_existing_refuses_before_start(kafka_bootstrap: str) -> None:
-    metadata = TopicMetadata(kafka_bootstrap, client_id="test-topic-metadata")
+    metadata = TopicMetadata(KafkaConnection.plaintext(kafka_bootstrap), client_id=CLIENT_ID)
     with pytest.raises(RuntimeError, match="not started"):
         await metadata.existing(["t"], timeout_s=1)
 
@@ -45,7 +48,7 @@ async def test_end_offset_is_where_the_next_record_goes_and_none_for_no_topic(
 ) -> None:
     present, absent = unique_name("meta-end"), unique_name("meta-end-absent")
     await kafka_admin.create_topics([NewTopic(present, 1, 1)])
-    metadata = TopicMetadata(kafka_bootstrap, client_id="test-topic-metadata")
+    metadata = TopicMetadata(KafkaConnection.plaintext(kafka_bootstrap), client_id=CLIENT_ID)
     await metadata.start()
     try:
         # A topic just created is known to every broker a moment later.

@@ -86,12 +86,17 @@ def _keys_new(args: argparse.Namespace) -> int:
 
 
 def _topics(args: argparse.Namespace) -> int:
+    """Create missing core topics, then report replication; exit 1 while a topic is below it."""
     import asyncio
 
+    from tokenwire.topic_replication import report_lines, review
     from tokenwire.topics import ensure_core_topics
 
-    asyncio.run(ensure_core_topics(get_settings()))
-    return 0
+    settings = get_settings()
+    asyncio.run(ensure_core_topics(settings))
+    found = asyncio.run(review(settings, fix=args.fix))
+    print("\n".join(report_lines(found)))
+    return 1 if found.below() else 0
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -129,7 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "run", help="services + simulator + worker + edge, Ctrl-C stops all"
     ).set_defaults(handler=_run)
-    sub.add_parser("topics", help="create the core topics").set_defaults(handler=_topics)
+    topics = sub.add_parser(
+        "topics", help="create the core topics; report (and --fix) replication below the settings"
+    )
+    topics.add_argument(
+        "--fix", action="store_true", help="raise replicas and min.insync.replicas where below"
+    )
+    topics.set_defaults(handler=_topics)
 
     token = sub.add_parser("token", help="mint a stream token for a session (for producers)")
     token.add_argument("--session", required=True)

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tokenwire.aggregates_settings import AggregatesSettings
 from tokenwire.auth_settings import AuthSettings
 from tokenwire.errors import UnsafeSettingsError
+from tokenwire.kafka_settings import KafkaConnection, KafkaSettings
 
 CoalesceMode = Literal["chunk", "bounded"]
 # development: built-in secrets allowed, the chat page gets a development JWT; anything else
@@ -127,6 +128,17 @@ class Settings(BaseSettings):
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     kafka_heap: str = "512m"
+    # 1: one broker+controller node; 3: a KRaft quorum of three broker+controller nodes on
+    # loopback (node i listens on kafka_port + 2i, its controller on kafka_controller_port + 2i).
+    kafka_nodes: int = Field(default=1, ge=1, le=5)
+    # The local cluster with a SASL_SSL listener, SCRAM users and ACLs (tokenwire.services).
+    kafka_secured: bool = False
+    # Where this cluster keeps its config, data, logs, pids and secrets (default
+    # <state_dir>/kafka); give each cluster its own (and its own ports) to run several side by
+    # side on the same cached jars.
+    kafka_state_dir: Path | None = None
+    # The heap of each node when kafka_nodes > 1 (kafka_heap is the single node's).
+    kafka_cluster_heap: str = "320m"
     influxdb_version: str = "v2.7.12"
     influxd: Path | None = Field(
         default=None, validation_alias=AliasChoices("TOKENWIRE_INFLUXD", "INFLUXD")
@@ -134,6 +146,8 @@ class Settings(BaseSettings):
     influx_port: int = 18086
     service_start_timeout_s: float = Field(default=120.0, gt=0)
 
+    # Security and replication of every Kafka client: a section (TOKENWIRE_KAFKA_<FIELD>).
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     # Windows, risk score and InfluxDB sink: a section of its own (TOKENWIRE_AGG_<FIELD>).
     aggregates: AggregatesSettings = Field(default_factory=AggregatesSettings)
     # Caller credentials, stream tokens and quotas: a section of its own (TOKENWIRE_AUTH_<FIELD>).
@@ -148,10 +162,11 @@ class Settings(BaseSettings):
 
     def unsafe_settings(self, role: Literal["edge", "worker"]) -> list[str]:
         """Settings still on a built-in or empty secret, for the process ``role`` runs."""
+        unsafe = self.kafka.unsafe_settings()
         if role == "edge":
-            return self.auth.unsafe_settings()
+            return unsafe + self.auth.unsafe_settings()
         token = self.influx_token.get_secret_value()
-        return ["TOKENWIRE_INFLUX_TOKEN"] if token in ("", DEV_INFLUX_TOKEN) else []
+        return unsafe + (["TOKENWIRE_INFLUX_TOKEN"] if token in ("", DEV_INFLUX_TOKEN) else [])
 
     def require_safe(self, role: Literal["edge", "worker"]) -> None:
         """Refuse to run outside development mode on secrets anyone can read in this repo."""
@@ -159,8 +174,13 @@ class Settings(BaseSettings):
         if unsafe and not self.development:
             raise UnsafeSettingsError(
                 f"the {role} refuses to start outside development mode with built-in, empty or "
-                f"short secrets: {', '.join(unsafe)}; set them, or TOKENWIRE_MODE=development"
+                f"short secrets or unprotected connections: {', '.join(unsafe)}; set them, or "
+                "TOKENWIRE_MODE=development"
             )
+
+    @property
+    def kafka_connection(self) -> KafkaConnection:
+        return KafkaConnection(self.kafka_bootstrap, self.kafka)
 
     @property
     def state_dir(self) -> Path:

@@ -21,6 +21,9 @@ from aiokafka.errors import UnknownTopicOrPartitionError, for_code
 from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.protocol.offset import OffsetRequest
 
+from tokenwire.kafka_clients import new_client
+from tokenwire.kafka_settings import KafkaConnection
+
 NO_ERROR = 0
 LATEST = -1  # ListOffsets "timestamp" meaning the end of the partition
 READ_UNCOMMITTED = 0
@@ -29,14 +32,14 @@ LEADER_RETRY_S = 0.1
 
 
 class TopicMetadata:
-    def __init__(self, bootstrap: str, *, client_id: str) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, kafka: KafkaConnection, *, client_id: str) -> None:
+        self._kafka = kafka
         self._client_id = client_id
         self._client: AIOKafkaClient | None = None
 
     async def start(self) -> None:
         # Made here, not in __init__: aiokafka binds its client to the running loop.
-        self._client = AIOKafkaClient(bootstrap_servers=self._bootstrap, client_id=self._client_id)
+        self._client = new_client(self._kafka, client_id=self._client_id)
         await self._client.bootstrap()
 
     async def close(self) -> None:

@@ -2,6 +2,10 @@
 
 Session topics are created on demand by the worker before the first event; concurrent requests
 for one session share a single creation, and other sessions never wait on it.
+
+Every topic is made with the cluster's ``Replication`` (``Settings.kafka``: by default
+min(3, brokers) replicas and ``min.insync.replicas`` 2 from 3 replicas up), resolved once per
+process from the brokers the cluster reports.
 """
 
 from __future__ import annotations
@@ -24,18 +28,37 @@ CREATE_TIMEOUT_MS = 10_000
 
 
 @dataclass(frozen=True)
+class Replication:
+    factor: int
+    min_insync: int
+
+
+# One replica: a single-broker cluster's only choice (and what tests on one broker use).
+UNREPLICATED = Replication(1, 1)
+
+@dataclass(frozen=True)
 class TopicSpec:
     name: str
     partitions: int
     retention_ms: int
 
-    def as_new_topic(self) -> NewTopic:
+    def as_new_topic(self, replication: Replication) -> NewTopic:
         return NewTopic(
             name=self.name,
             num_partitions=self.partitions,
-            replication_factor=1,
-            topic_configs={"retention.ms": str(self.retention_ms)},
+            replication_factor=replication.factor,
+            topic_configs={
+                "retention.ms": str(self.retention_ms),
+                "min.insync.replicas": str(replication.min_insync),
+            },
         )
+
+
+async def cluster_replication(admin: AIOKafkaAdminClient, settings: Settings) -> Replication:
+    """The replication the settings ask for, on the cluster this admin client talks to."""
+    cluster = await admin.describe_cluster()
+    factor, min_insync = settings.kafka.replication(len(cluster["brokers"]))
+    return Replication(factor, min_insync)
 
 
 def core_topics(settings: Settings) -> list[TopicSpec]:
@@ -55,10 +78,12 @@ def session_topic_spec(settings: Settings, session_id: str) -> TopicSpec:
     return TopicSpec(settings.session_topic(session_id), 1, settings.session_retention_ms)
 
 
-async def create_topics(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+async def create_topics(
+    admin: AIOKafkaAdminClient, specs: list[TopicSpec], replication: Replication
+) -> None:
     """Create topics that do not exist yet; an existing topic is success, anything else raises."""
     existing = set(await admin.list_topics())
-    missing = [spec.as_new_topic() for spec in specs if spec.name not in existing]
+    missing = [spec.as_new_topic(replication) for spec in specs if spec.name not in existing]
     if not missing:
         return
     try:
@@ -83,10 +108,12 @@ def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:
 
 
 async def ensure_core_topics(settings: Settings) -> None:
-    admin = new_admin(settings.kafka_bootstrap, client_id="tokenwire-topics")
+    admin = new_admin(settings.kafka_connection, client_id="tokenwire-topics")
     await admin.start()
     try:
-        await create_topics(admin, core_topics(settings))
+        await create_topics(
+            admin, core_topics(settings), await cluster_replication(admin, settings)
+        )
     finally:
         await admin.close()
 
@@ -105,6 +132,7 @@ class SessionTopics:
         self._capacity = settings.session_topics_remembered
         self._ready: OrderedDict[str, None] = OrderedDict()
         self._pending: dict[str, asyncio.Future[None]] = {}
+        self._replication: Replication | None = None
 
     def __len__(self) -> int:
         """How many topics are remembered as existing."""
@@ -134,8 +162,10 @@ class SessionTopics:
 
     async def _create(self, spec: TopicSpec) -> None:
         try:
+            if self._replication is None:
+                self._replication = await cluster_replication(self._admin, self._settings)
             response = await self._admin.create_topics(
-                [spec.as_new_topic()], timeout_ms=CREATE_TIMEOUT_MS
+                [spec.as_new_topic(self._replication)], timeout_ms=CREATE_TIMEOUT_MS
             )
         except TopicAlreadyExistsError:
             self._remember(spec.name)

@@ -65,7 +65,7 @@ async def replay_aggregates(
             if row.time_s >= since and row.time_s + size <= until:
                 rows[row.key] = row
 
-    consumer = new_consumer(settings.kafka_bootstrap, client_id=group_id)
+    consumer = new_consumer(settings.kafka_connection, client_id=group_id)
     await consumer.start()
     try:
         tps = await _partitions(consumer, settings.events_topic)

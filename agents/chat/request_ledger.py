@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from aiokafka import TopicPartition
 
 from tokenwire.kafka_clients import new_consumer
+from tokenwire.kafka_settings import KafkaConnection
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,9 @@ class AssignmentMarks:
 
 
 async def end_offsets(
-    bootstrap: str, partitions: list[TopicPartition]
+    kafka: KafkaConnection, partitions: list[TopicPartition]
 ) -> dict[TopicPartition, int]:
-    consumer = new_consumer(bootstrap, client_id="tokenwire-worker-marks")
+    consumer = new_consumer(kafka, client_id="tokenwire-worker-marks")
     await consumer.start()
     try:
         # Assigned partitions have their metadata fetched; others can stall on stale metadata.
@@ -58,9 +59,9 @@ async def end_offsets(
         await consumer.stop()
 
 
-async def read_history(bootstrap: str, topic: str, request_id: str) -> RequestHistory:
+async def read_history(kafka: KafkaConnection, topic: str, request_id: str) -> RequestHistory:
     tp = TopicPartition(topic, 0)
-    consumer = new_consumer(bootstrap, client_id="tokenwire-worker-ledger")
+    consumer = new_consumer(kafka, client_id="tokenwire-worker-ledger")
     await consumer.start()
     try:
         consumer.assign([tp])

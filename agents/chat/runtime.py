@@ -62,9 +62,9 @@ class ChatRuntime(mode.Service):
     async def on_start(self) -> None:
         s = self.settings
         await ensure_core_topics(s)
-        self.producer: AIOKafkaProducer = new_producer(s.kafka_bootstrap, client_id=s.worker_id)
+        self.producer: AIOKafkaProducer = new_producer(s.kafka_connection, client_id=s.worker_id)
         await self.producer.start()
-        self.admin = new_admin(s.kafka_bootstrap, client_id=f"{s.worker_id}-admin")
+        self.admin = new_admin(s.kafka_connection, client_id=f"{s.worker_id}-admin")
         await self.admin.start()
         self.client = new_client(s)
         self.session_topics = SessionTopics(s, self.admin)
@@ -93,7 +93,7 @@ class ChatRuntime(mode.Service):
         if not ours:
             return
         try:
-            self.marks.set(await end_offsets(self.settings.kafka_bootstrap, ours))
+            self.marks.set(await end_offsets(self.settings.kafka_connection, ours))
         except Exception:
             # Without marks every record is checked against its session topic: slower, still safe.
             log.exception("could not read end offsets at assignment partitions=%s", ours)
@@ -198,7 +198,7 @@ class ChatRuntime(mode.Service):
         assert request.request_id is not None
         if not self.marks.may_be_redelivered(tp, offset):
             return 1, ""
-        history = await read_history(self.settings.kafka_bootstrap, topic, request.request_id)
+        history = await read_history(self.settings.kafka_connection, topic, request.request_id)
         if history.finished:
             log.info("already finished, not generating again request_id=%s", request.request_id)
             return None

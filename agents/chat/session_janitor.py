@@ -62,7 +62,7 @@ class SessionJanitor:
         now = time.time()
         cutoff_ms = int((now - ttl_s) * 1000)
         partitions = [TopicPartition(t, 0) for t in topics]
-        consumer = new_consumer(self._settings.kafka_bootstrap, client_id="tokenwire-janitor")
+        consumer = new_consumer(self._settings.kafka_connection, client_id="tokenwire-janitor")
         await consumer.start()
         try:
             # Assigned, their metadata comes with the assignment (offsets of unassigned partitions

@@ -104,7 +104,7 @@ async def publish_events(
     settings: Settings, events: list[LifecycleEvent], partition: int | None = None
 ) -> None:
     """As the chat runtime writes them: key = user_id, value = the event's JSON."""
-    producer = new_producer(settings.kafka_bootstrap, client_id="aggregates-test")
+    producer = new_producer(settings.kafka_connection, client_id="aggregates-test")
     await producer.start()
     try:
         for event in events:

@@ -34,7 +34,7 @@ async def chat(stack: Stack, user_id: str, text: str) -> None:
         user_id=user_id,
         messages=[ChatMessage(role="user", content=text)],
     )
-    producer = new_producer(stack.settings.kafka_bootstrap, client_id="dashboards-test")
+    producer = new_producer(stack.settings.kafka_connection, client_id="dashboards-test")
     await producer.start()
     try:
         await producer.send_and_wait(

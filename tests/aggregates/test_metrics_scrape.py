@@ -64,7 +64,7 @@ async def traffic_stack(
 
 
 async def publish_requests(stack: Stack, requests: list[ChatRequest], garbage: int = 0) -> None:
-    producer = new_producer(stack.settings.kafka_bootstrap, client_id="metrics-test")
+    producer = new_producer(stack.settings.kafka_connection, client_id="metrics-test")
     await producer.start()
     try:
         for request in requests:

@@ -102,7 +102,7 @@ async def test_a_replay_into_a_fresh_bucket_equals_the_live_bucket(stack: Stack)
                 client.buckets_api().delete_bucket(created)
     finally:
         worker.stop()
-    admin = new_admin(stack.settings.kafka_bootstrap, client_id="replay-test")
+    admin = new_admin(stack.settings.kafka_connection, client_id="replay-test")
     await admin.start()
     try:
         groups = {g[0] for g in await admin.list_consumer_groups()}

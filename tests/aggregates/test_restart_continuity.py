@@ -26,8 +26,8 @@ def minute_ago() -> float:
 async def committed_everything(stack: Stack) -> bool:
     """The worker's group committed the end of every chat.events partition."""
     settings = stack.settings
-    admin = new_admin(settings.kafka_bootstrap, client_id="restart-test")
-    consumer = new_consumer(settings.kafka_bootstrap, client_id="restart-test")
+    admin = new_admin(settings.kafka_connection, client_id="restart-test")
+    consumer = new_consumer(settings.kafka_connection, client_id="restart-test")
     await admin.start()
     await consumer.start()
     try:

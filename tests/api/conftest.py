@@ -29,8 +29,9 @@ from tests.fixtures.asgi_server import serve_edge
 from tests.fixtures.credentials import auth_for_tests
 from tests.fixtures.services import make_unique_name
 from tests.fixtures.waiting import eventually as wait_until
+from tokenwire.kafka_settings import KafkaSettings
 from tokenwire.settings import Settings
-from tokenwire.topics import create_topics, ensure_core_topics, session_topic_spec
+from tokenwire.topics import UNREPLICATED, create_topics, ensure_core_topics, session_topic_spec
 
 WAIT_S = 20.0
 
@@ -46,6 +47,8 @@ def edge_settings(kafka_bootstrap: str, tag: str, **overrides: Any) -> Settings:
         "sse_ping_s": 1.0,
         "sse_retry_ms": 250,
         "auth": auth_for_tests(),
+        # Production mode on the tests' loopback broker, plaintext on purpose.
+        "kafka": KafkaSettings(allow_plaintext=True),
     }
     values.update(overrides)
     return Settings(**values)
@@ -112,7 +115,7 @@ Produce = Callable[[Settings, str, list[BaseModel]], Awaitable[list[int]]]
 def create_session_topic(kafka_admin: AIOKafkaAdminClient) -> CreateSession:
     async def create(settings: Settings, session_id: str) -> str:
         spec = session_topic_spec(settings, session_id)
-        await create_topics(kafka_admin, [spec])
+        await create_topics(kafka_admin, [spec], UNREPLICATED)
         return spec.name
 
     return create

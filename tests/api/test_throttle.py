@@ -14,7 +14,7 @@ from api.throttle import AlertThrottle, follow_alerts
 from schemas.alerts import RiskAlert
 from tokenwire.kafka_clients import new_admin, new_producer
 from tokenwire.settings import Settings
-from tokenwire.topics import TopicSpec, create_topics
+from tokenwire.topics import UNREPLICATED, TopicSpec, create_topics
 
 
 def alert(user_id: str, expires_at: float, reason: str = "risk 0.80 >= 0.60") -> RiskAlert:
@@ -66,7 +66,7 @@ class AlertsTopic:
     settings: Settings
 
     async def send(self, *values: bytes, timestamp_ms: int | None = None) -> None:
-        producer = new_producer(self.settings.kafka_bootstrap, client_id="throttle-test")
+        producer = new_producer(self.settings.kafka_connection, client_id="throttle-test")
         await producer.start()
         try:
             for value in values:
@@ -80,10 +80,12 @@ class AlertsTopic:
 @pytest.fixture
 async def alerts_topic(kafka_bootstrap: str, unique_name) -> AlertsTopic:  # type: ignore[no-untyped-def]
     settings = Settings(kafka_bootstrap=kafka_bootstrap, alerts_topic=unique_name("alerts"))
-    admin = new_admin(kafka_bootstrap, client_id="throttle-test")
+    admin = new_admin(settings.kafka_connection, client_id="throttle-test")
     await admin.start()
     try:
-        await create_topics(admin, [TopicSpec(settings.alerts_topic, 2, 3_600_000)])
+        await create_topics(
+            admin, [TopicSpec(settings.alerts_topic, 2, 3_600_000)], UNREPLICATED
+        )
     finally:
         await admin.close()
     return AlertsTopic(settings)

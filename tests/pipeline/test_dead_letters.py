@@ -28,7 +28,7 @@ from tests.pipeline.worker_probes import (
 from tokenwire.answers import fold
 from tokenwire.settings import Settings
 from tokenwire.simulator import expected_text
-from tokenwire.topics import core_topics, create_topics, ensure_core_topics
+from tokenwire.topics import UNREPLICATED, core_topics, create_topics, ensure_core_topics
 
 
 async def test_malformed_and_invalid_records_are_dead_lettered_and_service_continues(
@@ -132,8 +132,8 @@ async def test_a_dead_letter_kafka_will_not_take_holds_its_record_not_the_partit
         tp = TopicPartition(s.requests_topic, 0)
         assert await committed_offset(kafka_bootstrap, s.worker_id, tp) <= bad_at.offset
 
-        await create_topics(kafka_admin, [t for t in core_topics(s)
-                                          if t.name == s.dead_letter_topic])
+        dlq = [t for t in core_topics(s) if t.name == s.dead_letter_topic]
+        await create_topics(kafka_admin, dlq, UNREPLICATED)
 
         async def dead_lettered() -> bool:
             headers = await dead_letter_of(kafka_bootstrap, s.dead_letter_topic, bad)

@@ -14,6 +14,7 @@ from aiokafka import TopicPartition
 
 from tests.fixtures.kafka_reading import read_topic
 from tokenwire.kafka_clients import new_admin
+from tokenwire.kafka_settings import KafkaConnection
 
 POLL_S = 0.2
 
@@ -31,7 +32,7 @@ async def eventually_async(
 
 async def committed_offset(bootstrap: str, group: str, tp: TopicPartition) -> int:
     """The group's committed offset of ``tp`` (the next record it would read); -1 if none."""
-    admin = new_admin(bootstrap, client_id="tests-offsets")
+    admin = new_admin(KafkaConnection.plaintext(bootstrap), client_id="tests-offsets")
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group, partitions=[tp])

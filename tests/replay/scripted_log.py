@@ -33,7 +33,7 @@ from schemas.session_events import (
 )
 from tokenwire.replay.log_reader import LogReader, Record
 from tokenwire.settings import Settings
-from tokenwire.topics import create_topics, ensure_core_topics, session_topic_spec
+from tokenwire.topics import UNREPLICATED, create_topics, ensure_core_topics, session_topic_spec
 
 MODEL = "gpt-test"
 
@@ -105,7 +105,11 @@ class ScriptedLog:
 
     async def create(self, *session_ids: str) -> None:
         await ensure_core_topics(self.settings)
-        await create_topics(self.admin, [session_topic_spec(self.settings, s) for s in session_ids])
+        await create_topics(
+            self.admin,
+            [session_topic_spec(self.settings, s) for s in session_ids],
+            UNREPLICATED,
+        )
 
     async def _send(self, topic: str, value: bytes, key: str | None, at: float | None,
                     **extra: Any) -> Any:
@@ -250,7 +254,7 @@ async def copy_session(
 
 
 async def _read(settings: Settings, topic: str) -> list[Record]:
-    async with LogReader(settings.kafka_bootstrap, client_id="replay-tests-copy") as reader:
+    async with LogReader(settings.kafka_connection, client_id="replay-tests-copy") as reader:
         return await reader.read(topic)
 
 
@@ -258,7 +262,7 @@ async def delete_topic(admin: AIOKafkaAdminClient, settings: Settings, topic: st
     """Delete ``topic`` and wait until the broker's metadata no longer lists it."""
     await admin.delete_topics([topic])
     deadline = time.monotonic() + 30
-    async with LogReader(settings.kafka_bootstrap) as reader:
+    async with LogReader(settings.kafka_connection) as reader:
         while reader.exists(topic):
             assert time.monotonic() < deadline, f"{topic} still listed 30 s after deletion"
             await asyncio.sleep(0.05)

@@ -28,7 +28,7 @@ async def fully_committed(
     (the worker commits acked records on an interval, so wait for it to catch up)."""
     [described] = await admin.describe_topics([settings.requests_topic])
     tps = [TopicPartition(settings.requests_topic, p["partition"]) for p in described["partitions"]]
-    consumer = new_consumer(settings.kafka_bootstrap, client_id="replay-tests-ends")
+    consumer = new_consumer(settings.kafka_connection, client_id="replay-tests-ends")
     await consumer.start()
     try:
         ends = {tp: end for tp, end in (await consumer.end_offsets(tps)).items() if end}

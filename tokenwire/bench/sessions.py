@@ -273,8 +273,11 @@ async def run_stream_job(job: StreamJob) -> Outcome:
     producer = None
     if job.mode == "pipeline" and job.ingress == "kafka":
         from tokenwire.kafka_clients import new_producer
+        from tokenwire.kafka_settings import KafkaConnection, KafkaSettings
 
-        producer = new_producer(job.kafka_bootstrap, client_id=f"{job.tag}-bench-client")
+        # The security settings come from this process's environment (the bench writes them).
+        kafka = KafkaConnection(job.kafka_bootstrap, KafkaSettings())
+        producer = new_producer(kafka, client_id=f"{job.tag}-bench-client")
         await producer.start()
     try:
         if job.mode == "relay":

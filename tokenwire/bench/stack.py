@@ -18,7 +18,12 @@ from tokenwire.bench.config import BenchConfig
 from tokenwire.bench.processes import Child, child_env, cpu_seconds, free_port, spawn, wait_http_ok
 from tokenwire.kafka_clients import new_admin
 from tokenwire.settings import Settings
-from tokenwire.topics import create_topics, ensure_core_topics, session_topic_spec
+from tokenwire.topics import (
+    cluster_replication,
+    create_topics,
+    ensure_core_topics,
+    session_topic_spec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +138,13 @@ class BenchStack:
         return sample
 
     async def create_session_topics(self, session_ids: list[str]) -> None:
-        admin = new_admin(self.settings.kafka_bootstrap, client_id=f"{self.tag}-admin")
+        admin = new_admin(self.settings.kafka_connection, client_id=f"{self.tag}-admin")
         await admin.start()
         try:
             specs = [session_topic_spec(self.settings, sid) for sid in session_ids]
+            replication = await cluster_replication(admin, self.settings)
             for start in range(0, len(specs), TOPIC_BATCH):
-                await create_topics(admin, specs[start : start + TOPIC_BATCH])
+                await create_topics(admin, specs[start : start + TOPIC_BATCH], replication)
         finally:
             await admin.close()
         self.session_topics.update(spec.name for spec in specs)
@@ -146,7 +152,7 @@ class BenchStack:
     async def delete_topics(self) -> int:
         """Delete the run's topics (core and session); returns how many were deleted."""
         s = self.settings
-        admin = new_admin(s.kafka_bootstrap, client_id=f"{self.tag}-admin")
+        admin = new_admin(s.kafka_connection, client_id=f"{self.tag}-admin")
         await admin.start()
         try:
             existing = set(await admin.list_topics())

@@ -21,6 +21,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from tokenwire.errors import TokenwireError
 from tokenwire.kafka_clients import new_admin, new_consumer
+from tokenwire.kafka_settings import KafkaConnection
 from tokenwire.replay.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -122,14 +123,14 @@ class LogReader:
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaConnection,
         *,
         progress: Progress | None = None,
         client_id: str = "tokenwire-replay",
     ) -> None:
         # group_id=None: manual assignment, no commits, no effect on any consumer group.
-        self._consumer = new_consumer(bootstrap, client_id=client_id, group_id=None)
-        self._admin = new_admin(bootstrap, client_id=f"{client_id}-admin")
+        self._consumer = new_consumer(kafka, client_id=client_id, group_id=None)
+        self._admin = new_admin(kafka, client_id=f"{client_id}-admin")
         self.progress = progress or Progress(enabled=False)
         self._partitions: dict[str, list[int]] = {}
 

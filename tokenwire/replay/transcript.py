@@ -190,7 +190,7 @@ async def load_transcript(
     progress: Progress | None = None,
 ) -> Transcript:
     sessions = {session_id}
-    async with LogReader(settings.kafka_bootstrap, progress=progress) as reader:
+    async with LogReader(settings.kafka_connection, progress=progress) as reader:
         requests = await read_requests(reader, settings.requests_topic, window, sessions)
         accepted = [r for r in requests.accepted if request_id in (None, r.request_id)]
         session_log = await read_session_log(

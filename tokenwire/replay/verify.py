@@ -68,7 +68,7 @@ async def verify_log(
 ) -> VerifyReport:
     """Read and check one session topic at a time: memory holds one session's events."""
     report = VerifyReport(_scope(sessions, window))
-    async with LogReader(settings.kafka_bootstrap, progress=progress) as reader:
+    async with LogReader(settings.kafka_connection, progress=progress) as reader:
         requests = await read_requests(reader, settings.requests_topic, window, sessions)
         outcomes_of: dict[str, list[LoggedOutcome]] = defaultdict(list)
         for outcome in await read_outcomes(reader, settings.events_topic, window.onward, sessions):
