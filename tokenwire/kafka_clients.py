@@ -17,11 +17,20 @@ made without the cluster's security settings.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import random
+from typing import Any
+
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import NodeNotReadyError, NotControllerError
 
 from tokenwire.kafka_settings import KafkaConnection
+
+log = logging.getLogger(__name__)
 
 PRODUCER_LINGER_MS = 0
 CONSUMER_FETCH_MAX_WAIT_MS = 5
@@ -56,9 +65,83 @@ def new_consumer(
 
 
 def new_admin(kafka: KafkaConnection, *, client_id: str) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(**kafka.client_options(), client_id=client_id)
+    return FailoverAdminClient(**kafka.client_options(), client_id=client_id)
+
+
+class FailoverAdminClient(AIOKafkaAdminClient):
+    """An admin client that steps around a dead broker.
+
+    aiokafka's admin client sends metadata requests (list, describe) to a random known broker
+    without checking it answers, and CreateTopics/DeleteTopics to the broker the metadata names
+    as controller, waiting up to the request timeout (30 s) for it. With one broker of a cluster
+    down, a new session's topic then failed at once (NodeNotReadyError) or after 30 s. Here each
+    request goes to a broker that answers; KRaft brokers forward controller requests to the
+    active controller. (It overrides two private aiokafka methods, kept to these few lines.)
+    """
+
+    async def _send_request(self, request: Any, node_id: int | None = None) -> Any:
+        if node_id is None:
+            node_id = await self._live_node()
+        return await self._client.send(node_id, request)
+
+    async def _send_to_controller(self, request: Any) -> Any:
+        for attempt in range(2):
+            controller = self._client.cluster.controller
+            if controller is not None and await self._client.ready(controller.nodeId):
+                try:
+                    return await self._client.send(controller.nodeId, request)
+                except NotControllerError:
+                    pass
+            if attempt == 0:
+                await self._client.force_metadata_update()
+        return await self._client.send(await self._live_node(), request)
+
+    async def _live_node(self) -> int:
+        return await live_node(self._client)
+
+
+async def live_node(client: AIOKafkaClient) -> int:
+    """A broker that answers, picked at random (aiokafka's ``get_random_node`` may name a dead
+    one, and sending to it raises NodeNotReadyError)."""
+    nodes = [broker.nodeId for broker in client.cluster.brokers()]
+    random.shuffle(nodes)
+    for node in nodes:
+        if await client.ready(node):
+            return int(node)
+    await client.force_metadata_update()
+    raise NodeNotReadyError(f"no Kafka broker answers (of {sorted(nodes)})")
 
 
 def new_client(kafka: KafkaConnection, *, client_id: str) -> AIOKafkaClient:
     """A bare client, for requests the higher-level clients do not offer."""
     return AIOKafkaClient(**kafka.client_options(), client_id=client_id)
+
+
+CONSUMER_STOP_TIMEOUT_S = 10.0
+
+
+async def stop_consumer(
+    consumer: AIOKafkaConsumer, *, timeout_s: float = CONSUMER_STOP_TIMEOUT_S
+) -> None:
+    """Stop ``consumer`` and close its connections on every path, within ``timeout_s``.
+
+    aiokafka's ``Fetcher.close()`` awaits the fetch tasks it has just cancelled, so a consumer
+    stopped while a fetch waits out its retry backoff (its broker died) raises that task's
+    ``CancelledError`` from ``stop()``. Let through, it ended whatever task stopped the consumer:
+    the edge's session hub loop died that way when a broker was killed, and every stream of the
+    edge went silent. Only a cancellation of the calling task itself is re-raised here.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            await consumer.stop()
+        return
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.info("consumer stop raised a cancellation that was not ours; closing its client")
+    except Exception as exc:  # a dead fetcher's error, or the timeout
+        log.info("consumer stop failed error=%r; closing its client", exc)
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(timeout_s):
+            await consumer._client.close()

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     # A session topic with no event for this long is deleted by the worker's janitor.
     session_idle_ttl_s: float = Field(default=24 * 3600, gt=0)
     session_janitor_interval_s: float = Field(default=300, gt=0)
+    # The janitor reads offsets for this many session topics at a time, each batch within its
+    # own deadline: a slow or failing batch skips only its own topics until the next sweep.
+    session_janitor_batch_size: int = Field(default=500, ge=1)
+    session_janitor_batch_timeout_s: float = Field(default=15.0, gt=0)
 
     # --- OpenAI (or the simulator) -----------------------------------------------------
     openai_base_url: str | None = Field(

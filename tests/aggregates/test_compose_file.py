@@ -213,3 +213,35 @@ def test_start_order_waits_on_health_checks() -> None:
         assert "healthcheck" in SERVICES[name], name
     worker_health = " ".join(SERVICES["worker"]["healthcheck"]["test"])
     assert f":{env('worker')['TOKENWIRE_WORKER_WEB_PORT']}/healthz" in worker_health
+
+
+CLUSTER_NODES = ("kafka-1", "kafka-2", "kafka-3")
+
+
+def test_the_cluster_profile_is_a_three_node_kraft_quorum() -> None:
+    voters = {env(name)["KAFKA_CONTROLLER_QUORUM_VOTERS"] for name in CLUSTER_NODES}
+    assert voters == {"1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"}, "one quorum, all three"
+    assert len({env(name)["CLUSTER_ID"] for name in CLUSTER_NODES}) == 1
+    host_ports = set()
+    for node_id, name in enumerate(CLUSTER_NODES, start=1):
+        service, variables = SERVICES[name], env(name)
+        assert service["profiles"] == ["cluster"], "off unless asked for"
+        assert service["image"] == KAFKA_IMAGE
+        assert variables["KAFKA_NODE_ID"] == str(node_id)
+        assert variables["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        assert f"PLAINTEXT://{name}:9092" in variables["KAFKA_ADVERTISED_LISTENERS"]
+        host_port = published(name)[19092]
+        assert f"HOST://localhost:{host_port}" in variables["KAFKA_ADVERTISED_LISTENERS"]
+        host_ports.add(host_port)
+        for key in ("KAFKA_DEFAULT_REPLICATION_FACTOR", "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+                    "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"):
+            assert variables[key] == "3", (name, key)
+        assert variables["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        assert variables["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2"
+        assert variables["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+        assert "healthcheck" in service
+        assert any(str(v).startswith(f"{name}-data:") for v in service["volumes"])
+    assert len(host_ports) == 3 and published("kafka")[19092] not in host_ports
+    # Spaced like `tokenwire services up` spaces a local cluster's nodes (port + 2i).
+    first = min(host_ports)
+    assert host_ports == {first, first + 2, first + 4}

@@ -30,6 +30,9 @@ class Service:
     running_pid: Callable[[Settings], int | None]
     address: Callable[[Settings], str]
     log: Callable[[Settings], Path]
+    # Extra lines for humans: one per node of a cluster (status), where client files are (up).
+    details: Callable[[Settings], list[str]] = lambda _: []
+    notes: Callable[[Settings], list[str]] = lambda _: []
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class ServiceStatus:
     log: Path
     started_now: bool = False
     seconds: float = 0.0
+    details: tuple[str, ...] = ()
 
 
 SERVICES: dict[ServiceName, Service] = {
@@ -51,7 +55,9 @@ SERVICES: dict[ServiceName, Service] = {
         kafka.stop,
         kafka.running_pid,
         kafka.address,
-        lambda s: kafka.KafkaPaths.of(s).server_log,
+        kafka.log_path,
+        kafka.node_lines,
+        kafka.client_files_lines,
     ),
     "influxdb": Service(
         "influxdb",
@@ -90,6 +96,7 @@ def up(settings: Settings, names: Iterable[ServiceName] = ALL) -> list[ServiceSt
                     svc.log(settings),
                     started_now,
                     time.monotonic() - began,
+                    tuple(svc.details(settings) + svc.notes(settings)),
                 )
             )
     return result
@@ -122,7 +129,14 @@ def status(settings: Settings, names: Iterable[ServiceName] = ALL) -> list[Servi
         svc = SERVICES[name]
         pid = svc.running_pid(settings)
         result.append(
-            ServiceStatus(name, pid is not None, pid, svc.address(settings), svc.log(settings))
+            ServiceStatus(
+                name,
+                pid is not None,
+                pid,
+                svc.address(settings),
+                svc.log(settings),
+                details=tuple(svc.details(settings)),
+            )
         )
     return result
 

@@ -22,6 +22,8 @@ def run(action: str, settings: Settings) -> int:
             for st in up(settings):
                 how = f"started in {st.seconds:.1f}s" if st.started_now else "already running"
                 print(f"{st.name:<9} up    pid {st.pid:<7} {st.address:<24} {how}  log {st.log}")
+                for line in st.details:
+                    print(line)
             return 0
         if action == "down":
             for st in down(settings):
@@ -32,6 +34,8 @@ def run(action: str, settings: Settings) -> int:
             statuses = status(settings)
             for st in statuses:
                 print(_status_line(st))
+                for line in st.details:
+                    print(line)
             return 0 if all(st.running for st in statuses) else 1
     except (ServiceError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -49,5 +53,6 @@ def _status_line(st: ServiceStatus) -> str:
 
 
 def _answers(address: str) -> bool:
+    address = address.split(",", 1)[0]  # a cluster's bootstrap list: its first node
     parts = urlsplit(address if "://" in address else f"tcp://{address}")
     return parts.hostname is not None and port_open(parts.hostname, parts.port or 80)

@@ -87,6 +87,42 @@ class Daemon:
         self.pid_path.unlink(missing_ok=True)
         return pid
 
+    def terminate(self) -> int | None:
+        """SIGTERM without waiting (see :func:`stop_all`); the pid signalled, if any."""
+        pid = self.running_pid()
+        if pid is not None:
+            logger.info("stopping %s pid %d", self.name, pid)
+            _signal(pid, signal.SIGTERM)
+        return pid
+
+    def kill(self, timeout_s: float = 10.0) -> int | None:
+        """SIGKILL (no shutdown hook runs) and return once the process is gone."""
+        pid = self.running_pid()
+        if pid is None:
+            return None
+        logger.info("killing %s pid %d", self.name, pid)
+        _signal(pid, signal.SIGKILL)
+        if not _wait_gone(pid, timeout_s):
+            raise ServiceError(f"{self.name} pid {pid} survived SIGKILL; see {self.log_path}")
+        self.pid_path.unlink(missing_ok=True)
+        return pid
+
+
+def stop_all(daemons: Sequence[Daemon], timeout_s: float = 30.0) -> list[int]:
+    """SIGTERM all at once, then wait for each (SIGKILL after ``timeout_s``): the pids stopped.
+
+    At once, because members of a quorum stopped one by one lose their majority on the way, and
+    the last ones then wait out their shutdown timeouts.
+    """
+    signalled = [(dmn, pid) for dmn in daemons if (pid := dmn.terminate()) is not None]
+    deadline = time.monotonic() + timeout_s
+    for dmn, pid in signalled:
+        if not _wait_gone(pid, max(0.0, deadline - time.monotonic())):
+            logger.warning("%s pid %d ignored SIGTERM %.0fs: SIGKILL", dmn.name, pid, timeout_s)
+            dmn.kill()
+        dmn.pid_path.unlink(missing_ok=True)
+    return [pid for _, pid in signalled]
+
 
 def wait_ready(
     daemon: Daemon,
