@@ -6,8 +6,9 @@ its own count alone. Each edge follows, with one group-less consumer:
 - ``chat.requests``: every admission by *any* edge carries headers (``tw-user``, ``tw-request``,
   ``tw-session``, ``tw-new-session``), read without decoding the body: requests per minute, new
   sessions per minute, live sessions, and the start of a generation;
-- ``chat.events``: ``completed`` (``usage.total_tokens``: tokens per minute) and ``completed`` /
-  ``failed`` (a generation is over: concurrency).
+- ``chat.events``: ``completed`` (``usage.total_tokens``: tokens per minute, once per request
+  id, as a record may be sent twice) and ``completed`` / ``failed`` (a generation is over:
+  concurrency).
 
 An edge also counts its own admissions the moment it publishes them, so a burst at one edge is
 counted exactly; admissions at *other* edges count as soon as their records are read back
@@ -32,7 +33,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from tokenwire.errors import TopicError
-from tokenwire.kafka_clients import new_consumer
+from tokenwire.kafka_clients import new_consumer, stop_consumer
 from tokenwire.settings import Settings
 from tokenwire.topic_metadata import TopicMetadata
 
@@ -152,7 +153,7 @@ class UsageLedger:
                 await self._task
             self._task = None
         if self._consumer is not None:
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
             self._consumer = None
         await self._metadata.close()
 
@@ -284,10 +285,12 @@ class UsageLedger:
             return
         usage = self._user(user)
         usage.in_flight.pop(request_id, None)
+        # A worker may send a request's record again after a crash: its tokens count once.
+        again = request_id in usage.finished
         usage.finished[request_id] = at
         if len(usage.finished) > MAX_FINISHED_REMEMBERED:
             usage.finished.popitem(last=False)
-        if kind == "completed":
+        if kind == "completed" and not again:
             tokens = (event.get("usage") or {}).get("total_tokens")
             if isinstance(tokens, int) and tokens > 0:
                 usage.tokens.append((record.timestamp / 1000, tokens))

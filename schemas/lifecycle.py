@@ -2,6 +2,16 @@
 
 ``completed`` carries the final answer text, so ``chat.requests`` + ``chat.events`` are the
 long-lived record even after a session topic is deleted.
+
+Delivery contract: at least once, de-duplicated by ``(type, request_id)``. A request's
+``completed``/``failed`` record is written after its terminal event on the session topic and
+before the request is acked; a worker that is delivered a request whose session topic already
+holds the terminal event sends the record again, rebuilt from the session topic (same content,
+same ``at`` = ``timings.finished_at``, same record timestamp), because a crash may have cut it
+off. ``accepted`` is sent again when a crash came before the request's first session event. So
+every reader counts one record per ``(type, request_id)``: the aggregates (once per window,
+``UserWindow.seen``), ``tokenwire replay`` (copies are a note, not an error) and the edge's usage
+ledger. A request has at most one of ``completed`` and ``failed``.
 """
 
 from __future__ import annotations
@@ -21,7 +31,9 @@ class _LifecycleBase(Contract):
     user_id: UserId
     model: str
     attempt: int = Field(ge=1)
-    # Event time: aggregates window on this, never on the wall clock of the reader.
+    # Event time: aggregates window on this, never on the wall clock of the reader. For
+    # ``completed``/``failed`` it is ``timings.finished_at``, so a copy sent again lands in the
+    # same windows.
     at: float = Field(default_factory=now)
 
 

@@ -21,7 +21,11 @@ event for a window already closed is late: counted in ``late_events`` of the use
 current window (and a metric), never applied. Every value is written back as a new object
 (``state[key] = ...``) so a Faust table sends it to its changelog, and ``c|<partition>`` is
 written last: a record at or below that offset (redelivered after a restart) is skipped, and a
-record duplicated upstream counts once per window through ``UserWindow.seen``.
+record duplicated upstream counts once per window through ``UserWindow.seen``: the chat worker
+sends a ``completed``/``failed`` record again, with the same ``at``, when it cannot know whether
+a crash cut it off (schemas/lifecycle.py), so the copy meets its mark in the same windows and is
+dropped there. ``seen`` lives and dies with its window, so the marks are bounded by the open
+windows. A copy that arrives after its window closed is late (counted as late, not applied).
 """
 
 from __future__ import annotations

@@ -105,8 +105,11 @@ class Generation:
     async def _fail(
         self, error: GenerationError, attempt: int, retries: int, accepted_at: float
     ) -> Outcome:
-        await self.writer.error(error.code, error.message, retryable=error.retryable)
-        return Outcome(False, attempt, retries, _timings(accepted_at, None), error=error)
+        timings = _timings(accepted_at, None)
+        await self.writer.error(
+            error.code, error.message, retryable=error.retryable, emitted_at=timings.finished_at
+        )
+        return Outcome(False, attempt, retries, timings, error=error)
 
     async def _attempt(self) -> AttemptResult:
         queue: asyncio.Queue[Chunk | GenerationError | object] = asyncio.Queue(CHUNK_QUEUE_SIZE)

@@ -4,28 +4,60 @@ After a crash or a rebalance, records between the committed offset and the parti
 assignment time may already have been (partly) answered. Their session topic is the truth: a
 terminal event means "finished, do not generate again"; otherwise the highest attempt seen says
 which attempt comes next. Records produced after assignment are new and skip the read.
+
+A finished request may still lack its ``completed``/``failed`` record on ``chat.events``: the
+worker writes that record after the terminal event, so a crash in between leaves only the
+terminal. ``RequestHistory.outcome`` rebuilds what the generation had returned from the session
+topic (the terminal event, the final run's text and retries), so the record can be sent again
+with the same content; readers de-duplicate it by ``(type, request_id)`` (schemas/lifecycle.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import TopicPartition
+from pydantic import ValidationError
 
-from tokenwire.kafka_clients import new_consumer
+from agents.chat.generation import Outcome
+from schemas.session_events import (
+    DoneEvent,
+    ErrorEvent,
+    StartEvent,
+    Timings,
+    session_event_adapter,
+)
+from tokenwire.answers import fold
+from tokenwire.errors import GenerationError
+from tokenwire.kafka_clients import new_consumer, stop_consumer
 from tokenwire.kafka_settings import KafkaConnection
 
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT_MS = 500
+# The reason of the ``retry`` event that opens a run resumed after a re-delivery.
+REDELIVERED = "redelivered"
 
 
 @dataclass(frozen=True)
 class RequestHistory:
     last_attempt: int = 0
     finished: bool = False
+    # This request's events in log order (JSON mappings); kept only while reading one request.
+    events: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def outcome(self) -> Outcome | None:
+        """What the generation returned, as the session topic tells it; None if unfinished."""
+        if not self.finished:
+            return None
+        try:
+            return _outcome(self.events)
+        except (ValidationError, StopIteration, ValueError):
+            log.warning("terminal event unreadable, outcome not rebuilt", exc_info=True)
+            return None
 
 
 class AssignmentMarks:
@@ -56,7 +88,7 @@ async def end_offsets(
         consumer.assign(partitions)
         return dict(await consumer.end_offsets(partitions))
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def read_history(kafka: KafkaConnection, topic: str, request_id: str) -> RequestHistory:
@@ -70,25 +102,71 @@ async def read_history(kafka: KafkaConnection, topic: str, request_id: str) -> R
         if end <= start:
             return RequestHistory()
         consumer.seek(tp, start)
-        history = RequestHistory()
+        events: list[dict[str, Any]] = []
         while await consumer.position(tp) < end:
             batches = await consumer.getmany(tp, timeout_ms=READ_TIMEOUT_MS)
             for record in batches.get(tp, []):
-                history = _fold(history, record.value, request_id)
-        return history
+                if (event := _event_of(record.value, request_id)) is not None:
+                    events.append(event)
+        return history_of(events)
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
-def _fold(history: RequestHistory, raw: bytes | None, request_id: str) -> RequestHistory:
+def _event_of(raw: bytes | None, request_id: str) -> dict[str, Any] | None:
     if raw is None:
-        return history
+        return None
     try:
         event = json.loads(raw)
     except json.JSONDecodeError:
-        return history
-    if event.get("request_id") != request_id:
-        return history
-    attempt = max(history.last_attempt, int(event.get("attempt", 0)))
-    finished = history.finished or event.get("type") in ("done", "error")
-    return RequestHistory(last_attempt=attempt, finished=finished)
+        return None
+    if not isinstance(event, dict) or event.get("request_id") != request_id:
+        return None
+    return event
+
+
+def history_of(events: list[dict[str, Any]]) -> RequestHistory:
+    attempt = max((int(e.get("attempt", 0)) for e in events), default=0)
+    finished = any(e.get("type") in ("done", "error") for e in events)
+    return RequestHistory(last_attempt=attempt, finished=finished, events=events)
+
+
+def _outcome(events: list[dict[str, Any]]) -> Outcome:
+    """The ``Outcome`` ``Generation.run`` returned before it wrote the first terminal event.
+
+    Retries count as the generation counts them: the ``retry`` events of the final run, the one
+    opened by the last ``start`` or ``redelivered`` retry. A failed request's timings run from
+    the run's start (``accepted_at`` of its ``start``; for a resumed run, its opening event) to
+    the ``error`` event, which the worker writes at ``timings.finished_at``.
+    """
+    end = next(i for i, e in enumerate(events) if e.get("type") in ("done", "error"))
+    terminal = session_event_adapter.validate_python(events[end])
+    opened = _run_opened_at(events[:end])
+    retries = sum(1 for e in events[opened + 1 : end] if e.get("type") == "retry")
+    if isinstance(terminal, DoneEvent):
+        answer = fold(events[: end + 1])[terminal.request_id]
+        return Outcome(
+            True, terminal.attempt, retries, terminal.timings, answer.text,
+            terminal.finish_reason, terminal.usage,
+        )  # fmt: skip
+    assert isinstance(terminal, ErrorEvent)
+    accepted_at = terminal.emitted_at  # refused before any run began (session_busy)
+    if opened >= 0:
+        opener = session_event_adapter.validate_python(events[opened])
+        accepted_at = opener.accepted_at if isinstance(opener, StartEvent) else opener.emitted_at
+    timings = Timings(
+        accepted_at=accepted_at,
+        finished_at=terminal.emitted_at,
+        duration_s=terminal.emitted_at - accepted_at,
+    )
+    error = GenerationError(terminal.code, terminal.message, retryable=terminal.retryable)
+    return Outcome(False, terminal.attempt, retries, timings, error=error)
+
+
+def _run_opened_at(events: list[dict[str, Any]]) -> int:
+    """Index of the event that opened the final run (-1: none is left)."""
+    for index in range(len(events) - 1, -1, -1):
+        kind, reason = events[index].get("type"), events[index].get("reason")
+        if kind == "start" or (kind == "retry" and reason == REDELIVERED):
+            return index
+    return -1

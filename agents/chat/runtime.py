@@ -5,6 +5,12 @@ the broker. Faust commits the longest acked prefix of each partition, so a crash
 past a request that is still being generated (the failure of faust-streaming #606 with
 ``concurrency > 1``); the re-delivered record is recognised through ``request_ledger``.
 
+The ``completed``/``failed`` record on ``chat.events`` is written after the terminal event and
+before the ack. A re-delivered request whose session topic already holds its terminal event is
+therefore not generated again but has its record sent again, rebuilt from the session topic
+with the same content and timestamp: a crash between the two writes loses nothing, and readers
+count the record once per ``(type, request_id)`` (schemas/lifecycle.py).
+
 No record may wedge its partition (issue #11): decoding never raises, every failure of a valid
 request ends it with an ``error`` event, and writes Kafka refuses are retried in the record's
 own task (``write_retry``) while the agent goes on taking records.
@@ -29,7 +35,13 @@ from agents.chat.inflight import InflightRequests
 from agents.chat.llm_stream import new_client
 from agents.chat.ordered_acks import OrderedAcks
 from agents.chat.request_intake import Rejection, decode_request
-from agents.chat.request_ledger import AssignmentMarks, end_offsets, read_history
+from agents.chat.request_ledger import (
+    REDELIVERED,
+    AssignmentMarks,
+    RequestHistory,
+    end_offsets,
+    read_history,
+)
 from agents.chat.retry_policy import RetryPolicy
 from agents.chat.session_janitor import SessionJanitor
 from agents.chat.session_writer import SessionWriter, send
@@ -38,7 +50,7 @@ from agents.metrics import WorkerMetrics
 from schemas.lifecycle import Accepted, Completed, Failed, FirstToken
 from schemas.requests import ChatRequest
 from schemas.session_events import Timings
-from tokenwire.errors import TopicError
+from tokenwire.errors import GenerationError, TopicError
 from tokenwire.kafka_clients import new_admin, new_producer
 from tokenwire.settings import Settings
 from tokenwire.topics import SessionTopics, ensure_core_topics
@@ -164,7 +176,9 @@ class ChatRuntime(mode.Service):
                 topic = await self.session_topics.ensure(request.session_id)
                 writer = self._writer(request, topic)
                 resume = await self._resume_point(request, topic, tp, offset)
-                if resume is not None:
+                if isinstance(resume, RequestHistory):
+                    await self._log_outcome_again(request, writer, resume)
+                else:
                     await self._generate(request, writer, *resume)
         except asyncio.CancelledError:
             # Revoked or stopping: not acked, the record is delivered again and resumes.
@@ -193,18 +207,42 @@ class ChatRuntime(mode.Service):
 
     async def _resume_point(
         self, request: ChatRequest, topic: str, tp: TopicPartition, offset: int
-    ) -> tuple[int, str] | None:
-        """The first attempt to run and why; None when the request already finished."""
+    ) -> tuple[int, str] | RequestHistory:
+        """The first attempt to run and why; the history when the request already finished."""
         assert request.request_id is not None
         if not self.marks.may_be_redelivered(tp, offset):
             return 1, ""
         history = await read_history(self.settings.kafka_connection, topic, request.request_id)
         if history.finished:
-            log.info("already finished, not generating again request_id=%s", request.request_id)
-            return None
+            return history
         if history.last_attempt:
-            return history.last_attempt + 1, "redelivered"
+            return history.last_attempt + 1, REDELIVERED
         return 1, ""
+
+    async def _log_outcome_again(
+        self, request: ChatRequest, writer: SessionWriter, history: RequestHistory
+    ) -> None:
+        """Finished before: send its lifecycle record again (a crash may have cut it off)."""
+        outcome = history.outcome()
+        if outcome is None:
+            log.error(
+                "already finished, but its terminal event is unreadable: no lifecycle record "
+                "sent request_id=%s topic=%s", request.request_id, writer.topic,
+            )  # fmt: skip
+            return
+        log.info(
+            "already finished, not generating again; sending its %s record again "
+            "request_id=%s", "completed" if outcome.ok else "failed", request.request_id,
+        )  # fmt: skip
+        await self._finish(outcome, self._common(request, writer), again=True)
+
+    def _common(self, request: ChatRequest, writer: SessionWriter) -> dict[str, Any]:
+        return {
+            "request_id": request.request_id,
+            "session_id": request.session_id,
+            "user_id": request.user_id,
+            "model": writer.model,
+        }
 
     def _writer(self, request: ChatRequest, topic: str) -> SessionWriter:
         assert request.request_id is not None
@@ -221,42 +259,35 @@ class ChatRuntime(mode.Service):
         tp: TopicPartition,
         offset: int,
     ) -> None:
-        """Write ``failed`` to chat.events and ``error`` to the session, each retried on its own.
+        """Write ``error`` to the session and ``failed`` to chat.events, each retried on its own.
 
-        Runs outside any generation slot: a write that keeps failing holds up this session's
-        queue, never other sessions.
+        The terminal event first, as after a generation: a crash between the two leaves a
+        finished request whose record a re-delivery sends again, never a ``failed`` record for a
+        request that is then generated again. Runs outside any generation slot: a write that
+        keeps failing holds up this session's queue, never other sessions.
         """
         assert request.request_id is not None
         if writer is None:
             writer = self._writer(request, self.settings.session_topic(request.session_id))
         writer.forget_pending()
         where = f"request_id={request.request_id} partition={tp.partition} offset={offset}"
-        failed = Failed(
-            request_id=request.request_id,
-            session_id=request.session_id,
-            user_id=request.user_id,
-            model=writer.model,
-            attempt=writer.attempt,
-            code=code,
-            message=message,
-            timings=_timings_until_now(writer.accepted_at),
+        error = GenerationError(code, message, retryable=retryable)
+        outcome = Outcome(
+            False, writer.attempt, 0, _timings_until_now(writer.accepted_at), error=error
         )
-        self.metrics.requests.labels("failed").inc()
-        self.metrics.errors.labels(code).inc()
-
-        async def log_failed() -> None:
-            await (await self._lifecycle(failed))
 
         async def end_session() -> None:
             # Made again if it vanished (deleted as idle by a janitor while cached as ready).
             await self.session_topics.ensure(request.session_id)
-            await writer.error(code, message, retryable=retryable)
+            await writer.error(
+                code, message, retryable=retryable, emitted_at=outcome.timings.finished_at
+            )
 
-        await self._durably("failed_event", log_failed, where)
         await self._durably(
             "error_event", end_session, where,
             on_failure=lambda: self.session_topics.forget(writer.topic),
         )
+        await self._finish(outcome, self._common(request, writer), where=where)
 
     async def _durably(
         self,
@@ -286,13 +317,8 @@ class ChatRuntime(mode.Service):
         self, request: ChatRequest, writer: SessionWriter, first_attempt: int, reason: str
     ) -> None:
         assert request.request_id is not None
-        model, accepted_at = writer.model, writer.accepted_at
-        common = {
-            "request_id": request.request_id,
-            "session_id": request.session_id,
-            "user_id": request.user_id,
-            "model": model,
-        }
+        accepted_at = writer.accepted_at
+        common = self._common(request, writer)
         if first_attempt == 1:
             prompt = "\n".join(m.content for m in request.messages if m.role == "user")
             await self._lifecycle(
@@ -321,11 +347,20 @@ class ChatRuntime(mode.Service):
             self.metrics.active.dec()
         await self._finish(outcome, common)
 
-    async def _finish(self, outcome: Outcome, common: dict[str, Any]) -> None:
+    async def _finish(
+        self, outcome: Outcome, common: dict[str, Any], *, again: bool = False, where: str = ""
+    ) -> None:
+        """Write the ``completed``/``failed`` record of an outcome whose terminal event is written.
+
+        Built from the outcome alone, and stamped with its ``finished_at`` (the event's ``at``
+        and the record's timestamp): sent again from a re-built outcome it is the same record.
+        ``again``: a re-send, not counted in the request metrics a second time.
+        """
+        at = outcome.timings.finished_at
         if outcome.ok:
-            self.metrics.requests.labels("completed").inc()
             event: Completed | Failed = Completed(
                 **common,
+                at=at,
                 attempt=outcome.attempt,
                 finish_reason=outcome.finish_reason,
                 usage=outcome.usage,
@@ -335,26 +370,31 @@ class ChatRuntime(mode.Service):
             )
         else:
             assert outcome.error is not None
-            self.metrics.requests.labels("failed").inc()
-            self.metrics.errors.labels(outcome.error.code).inc()
             event = Failed(
                 **common,
+                at=at,
                 attempt=outcome.attempt,
                 code=outcome.error.code,
                 message=outcome.error.message,
                 retries=outcome.retries,
                 timings=outcome.timings,
             )
+        if not again:
+            self.metrics.requests.labels(event.type).inc()
+            if outcome.error is not None:
+                self.metrics.errors.labels(outcome.error.code).inc()
         # The session already has its terminal event: from here on only retry, never end again.
-        where = f"request_id={event.request_id}"
+        where = where or f"request_id={event.request_id}"
 
         async def log_outcome() -> None:
-            await (await self._lifecycle(event))
+            await (await self._lifecycle(event, at=at))
 
         await self._durably(f"{event.type}_event", log_outcome, where)
 
-    async def _lifecycle(self, event: Accepted | FirstToken | Completed | Failed) -> Any:
-        return await send(self.producer, self.settings.events_topic, event.user_id, event)
+    async def _lifecycle(
+        self, event: Accepted | FirstToken | Completed | Failed, at: float | None = None
+    ) -> Any:
+        return await send(self.producer, self.settings.events_topic, event.user_id, event, at)
 
 
 def _error_code(exc: Exception) -> tuple[str, bool]:

@@ -1,8 +1,8 @@
 """Writes one request's events to its session topic, numbering them per attempt.
 
 Token events are handed to the producer without waiting for the broker (the idempotent producer
-keeps them in order); only the terminal event is awaited, because the request's offset may be
-committed only once its end is durable.
+keeps them in order); ``done`` is sent once every token is confirmed, and awaited, because the
+request's offset may be committed only once its end is durable.
 """
 
 from __future__ import annotations
@@ -26,10 +26,17 @@ from schemas.session_events import (
 
 
 async def send(
-    producer: AIOKafkaProducer, topic: str, key: str, event: BaseModel
+    producer: AIOKafkaProducer, topic: str, key: str, event: BaseModel, at: float | None = None
 ) -> asyncio.Future[object]:
-    """Queue one event; the returned future resolves when the broker has it (acks=all)."""
-    return await producer.send(topic, value=event.model_dump_json().encode(), key=key.encode())
+    """Queue one event; the returned future resolves when the broker has it (acks=all).
+
+    ``at``: the record's timestamp (default: now), so that a record sent again carries the
+    timestamp of the first.
+    """
+    timestamp_ms = None if at is None else int(at * 1000)
+    return await producer.send(
+        topic, value=event.model_dump_json().encode(), key=key.encode(), timestamp_ms=timestamp_ms
+    )
 
 
 PRUNE_AT = 256
@@ -79,13 +86,24 @@ class SessionWriter:
         await self._send(TokenEvent(**self._ids(), text=text, received_at=received_at))
 
     async def done(self, finish_reason: str, usage: Usage, timings: Timings) -> None:
+        # Every token must be on the broker before ``done`` is sent: a token batch the broker
+        # refused while a later batch carrying ``done`` landed would leave a finished answer
+        # with a hole. A failed token raises here and the attempt is retried instead.
+        await self.flush()
         await self._send(
             DoneEvent(**self._ids(), finish_reason=finish_reason, usage=usage, timings=timings)
         )
         await self.flush()
 
-    async def error(self, code: str, message: str, *, retryable: bool) -> None:
-        await self._send(ErrorEvent(**self._ids(), code=code, message=message, retryable=retryable))
+    async def error(
+        self, code: str, message: str, *, retryable: bool, emitted_at: float | None = None
+    ) -> None:
+        """``emitted_at``: the request's ``finished_at``, so its ``failed`` record can be rebuilt
+        from this event alone (request_ledger.py)."""
+        at = {} if emitted_at is None else {"emitted_at": emitted_at}
+        await self._send(
+            ErrorEvent(**self._ids(), code=code, message=message, retryable=retryable, **at)
+        )
         await self.flush()
 
     def forget_pending(self) -> None:

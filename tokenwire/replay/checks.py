@@ -8,13 +8,17 @@ for the given sessions and/or time range. Errors (any one fails the run):
 - ``seq``: the final attempt's ``seq`` is not exactly 0, 1, 2, ... in log order;
 - ``unknown_request``: events on a session topic for a request not on the requests topic;
 - ``wrong_session``: an event on another session's topic; ``bad_record``: undecodable event;
-- ``lifecycle``: no (or more than one) ``completed``/``failed`` record on the lifecycle topic,
-  or one that contradicts the session topic (other status, other answer text);
+- ``lifecycle``: no ``completed``/``failed`` record on the lifecycle topic, both a ``completed``
+  and a ``failed`` one, copies of one that disagree, or one that contradicts the session topic
+  (other status, other answer text);
 - ``duplicate_request``: one request id accepted more than once;
 - ``dead_letter``: a record the worker rejects that is not on the dead-letter topic.
 
 A session topic that is gone (janitor, retention) is checked against the lifecycle topic only,
-and the report says so. Dead letters in scope are summarised, not counted as errors.
+and the report says so. Dead letters in scope are summarised, not counted as errors. Lifecycle
+records are counted once per ``(type, request_id)``: a worker re-sends a request's record when it
+cannot know whether a crash cut it off (schemas/lifecycle.py), so identical copies are a note
+(``lifecycle_copies``), not an error.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from schemas.lifecycle import Completed
 from schemas.session_events import TERMINAL_TYPES
 from tokenwire.answers import fold
 from tokenwire.replay.audit_log import (
@@ -145,10 +150,20 @@ def check_outcomes(
         if terminals:  # without a terminal the request is already reported unfinished
             return [error("lifecycle", f"no completed/failed record on {events_topic}")]
         return []
-    if len(outcomes) > 1:
+    if len({o.event.type for o in outcomes}) > 1:
         listed = "; ".join(f"{o.event.type} at {o.where}" for o in outcomes)
         return [error("lifecycle", f"{len(outcomes)} outcome records: {listed}")]
     outcome = outcomes[0]
+    differing = [o for o in outcomes[1:] if _content(o) != _content(outcome)]
+    if differing:
+        listed = "; ".join(str(o.where) for o in [outcome, *differing])
+        return [
+            error(
+                "lifecycle",
+                f"{len(differing) + 1} differing copies of the {outcome.event.type} record: "
+                f"{listed}",
+            )
+        ]
     if events is None or len(terminals) != 1:
         return []
     expected = "completed" if terminals[0].event.type == "done" else "failed"
@@ -172,6 +187,35 @@ def check_outcomes(
                 )
             ]
     return []
+
+
+def _content(outcome: LoggedOutcome) -> tuple[object, ...]:
+    """What a copy sent again must repeat: the outcome, not the moment it was logged."""
+    e = outcome.event
+    if isinstance(e, Completed):
+        return (e.type, e.attempt, e.answer, e.finish_reason, e.usage)
+    return (e.type, e.attempt, e.code, e.message)
+
+
+def check_lifecycle_copies(
+    outcomes_of: Mapping[str, list[LoggedOutcome]], request_ids: set[str]
+) -> list[Finding]:
+    """A note counting the outcome records of in-scope requests that are on the log twice."""
+    extra = sum(
+        len(outcomes) - len({o.event.type for o in outcomes})
+        for request_id, outcomes in outcomes_of.items()
+        if request_id in request_ids
+    )
+    if not extra:
+        return []
+    return [
+        Finding(
+            "note",
+            "lifecycle_copies",
+            f"{extra} completed/failed record(s) were written again (a worker re-sends the "
+            "record of a request it finds finished after a restart); each request counted once",
+        )
+    ]
 
 
 def check_duplicates(accepted: list[LoggedRequest]) -> list[Finding]:

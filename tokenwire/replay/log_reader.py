@@ -20,7 +20,7 @@ from typing import Any
 from aiokafka import ConsumerRecord, TopicPartition
 
 from tokenwire.errors import TokenwireError
-from tokenwire.kafka_clients import new_admin, new_consumer
+from tokenwire.kafka_clients import new_admin, new_consumer, stop_consumer
 from tokenwire.kafka_settings import KafkaConnection
 from tokenwire.replay.progress import Progress
 
@@ -151,7 +151,7 @@ class LogReader:
 
     async def close(self) -> None:
         self.progress.close()
-        await self._consumer.stop()
+        await stop_consumer(self._consumer)
         await self._admin.close()
 
     async def refresh_topics(self) -> None:

@@ -4,7 +4,8 @@ Answers are folded with ``tokenwire.answers.fold``, the rule every client applie
 transcript shows what the client was shown: a ``retry`` drops the partial text of the attempt
 before it, and the transcript lists that text as discarded instead of merging it. When the
 session topic is gone (deleted by the janitor, or past retention) the answer comes from the
-``completed``/``failed`` record on the lifecycle topic, and the transcript says so.
+``completed``/``failed`` record on the lifecycle topic, and the transcript says so; a record
+written twice (re-sent after a worker crash, schemas/lifecycle.py) shows once: the first copy.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from tokenwire.replay.checks import (
     Strays,
     check_dead_letters,
     check_duplicates,
+    check_lifecycle_copies,
     check_placement,
     check_session,
     check_strays,
@@ -96,6 +97,7 @@ async def verify_log(
             outside = await find_request_ids(reader, settings.requests_topic, set(strays), window)
         letters = await read_dead_letters(reader, settings.dead_letter_topic, window.onward)
     report.findings += check_strays(settings, strays, outside)
+    report.findings += check_lifecycle_copies(outcomes_of, set(session_of))
     report.accepted, report.rejected = len(requests.accepted), len(requests.rejected)
     report.dead_letters, dead_letter_findings = check_dead_letters(
         settings, requests, letters, sessions
