@@ -15,6 +15,12 @@ from schemas.common import SESSION_ID_PATTERN
 from schemas.requests import ChatRequest
 
 REF = "#/components/schemas/{model}"
+EVENT_ID = (
+    "an event id as sent, `<epoch>-<offset>`: the session topic's generation (16 hex digits; "
+    "it changes when an idle session topic is deleted and created again at offset 0) and the "
+    "event's offset in it. A position of another generation than the current one starts at its "
+    "beginning; a plain `<offset>` (clients from before epochs) is an offset in the current one"
+)
 CHAT_REQUEST = REF.format(model="ChatRequest")
 
 ERROR = {
@@ -93,13 +99,16 @@ def build_document() -> dict[str, Any]:
                         {"name": "session_id", "in": "path", "required": True,
                          "schema": {"type": "string", "pattern": SESSION_ID_PATTERN}},
                         {"name": "token", "in": "query", "schema": {"type": "string"}},
-                        {"name": "from", "in": "query", "schema": {"type": "string"}},
+                        {"name": "from", "in": "query", "schema": {"type": "string"},
+                         "description": f"start at this position: {EVENT_ID}"},
                         {"name": "until", "in": "query", "schema": {"type": "string"}},
                         {"name": "request_id", "in": "query", "schema": {"type": "string"}},
-                        {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                        {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"},
+                         "description": f"start after this event (wins over `from`): {EVENT_ID}"},
                     ],
                     "responses": {
-                        "200": {"description": "the session's events",
+                        "200": {"description": "the session's events, `id: <epoch>-<offset>`, "
+                                               "`event:` its type, `data:` its JSON",
                                 "content": {"text/event-stream": {}}},
                         "204": {"description": "the awaited request already finished"},
                         **_errors(400, 401, 403, 416, 429, 503),

@@ -3,6 +3,8 @@
 The feed caches the newest ``capacity`` events of a session topic as ``Entry`` (offset, type,
 request id, the SSE event as sent). It is complete from ``base`` up to ``next_offset`` (the
 consumer's position): every record of the topic in that range is cached, or was not a session event.
+A feed holds one generation of its topic, ``epoch`` (``api.event_ids``), known once the topic is
+found; the hub drops the feed when the topic is deleted or re-created.
 
 Each ``Subscription`` keeps ``cursor``, the next offset it wants, so any number of readers share
 one cache and none sees an event twice. Nothing here touches Kafka: ``SessionHub`` feeds records
@@ -21,6 +23,8 @@ from operator import attrgetter
 # Why a subscription ended; the SSE stream logs it and (for SLOW) counts it.
 CLOSED_SLOW = "slow"
 CLOSED_DELETED = "deleted"
+# The topic is another generation than the reader's position belongs to: it resumes afresh.
+CLOSED_RECREATED = "recreated"
 CLOSED_SHUTDOWN = "shutdown"
 CLOSED_LEFT = "left"
 CLOSED_DISCONNECTED = "disconnected"
@@ -38,10 +42,17 @@ class Subscription:
     """A reader of one session feed; ``next()`` yields entries from ``cursor`` on, in order."""
 
     def __init__(
-        self, session_id: str, cursor: int, on_leave: Callable[[Subscription], None]
+        self,
+        session_id: str,
+        cursor: int,
+        on_leave: Callable[[Subscription], None],
+        *,
+        epoch: str | None = None,
     ) -> None:
         self.session_id = session_id
         self.cursor = cursor
+        # The generation ``cursor`` is an offset in; None: any (a start at 0 fits every one).
+        self.epoch = epoch
         self.caught_up = False
         self.closed_reason: str | None = None
         self.feed: SessionFeed | None = None
@@ -86,6 +97,7 @@ class SessionFeed:
         self.base = start
         self.next_offset = start
         self.subscribers: set[Subscription] = set()
+        self.epoch: str | None = None
         # Lifecycle, driven by the hub: the topic exists and is assigned; a seek is owed.
         self.active = False
         self.missing = False
@@ -131,6 +143,16 @@ class SessionFeed:
         )
 
     # --- writers (the hub) --------------------------------------------------------------
+    def activate(self, epoch: str) -> list[Subscription]:
+        """The topic is there, in generation ``epoch``: readers whose position belongs to
+        another generation are closed (they resume afresh) and returned."""
+        self.active, self.missing, self.epoch = True, False, epoch
+        strangers = [s for s in self.subscribers if s.epoch is not None and s.epoch != epoch]
+        for sub in strangers:
+            self.subscribers.discard(sub)
+            sub.close(CLOSED_RECREATED)
+        return strangers
+
     def append(self, records: Iterable[tuple[int, Entry | None]]) -> int | None:
         """Cache records in offset order; a record without entry only advances the position.
 

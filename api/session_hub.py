@@ -14,6 +14,12 @@ readers (``Subscription``) follow it at their own cursor.
 - Release: when a session's last reader leaves, its partition is unassigned and its feed dropped.
 - Deletion: a followed session topic gone from the metadata ends its readers' streams. Metadata is
   asked for the followed topics only (``TopicMetadata``), never for the whole cluster.
+- Generations: the metadata names each topic's id, whose epoch (``api.event_ids``) is in every SSE
+  id the feed sends. A followed topic found with another id (deleted and created again between
+  two checks, or told by a position lookup) is a new generation: the feed, its cached events and
+  its terminal offsets are dropped and its readers' streams end; they resume with their old ids,
+  which then restart at the new beginning. A partition whose records come back below the feed's
+  position (the consumer reset because the log got shorter) is checked at once.
 - Supervision: the consumer is replaced (exponential backoff) when it is closed, its fetcher task
   has died (aiokafka then answers ``getmany`` with nothing, forever) or steps keep failing. The new
   one is assigned the followed sessions and sought to each feed's position, so readers lose
@@ -29,13 +35,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
+from api.event_ids import epoch_of, format_event_id
 from api.metrics import EdgeMetrics
 from api.session_feed import (
     CLOSED_DELETED,
+    CLOSED_RECREATED,
     CLOSED_SHUTDOWN,
     CLOSED_SLOW,
     Entry,
@@ -45,7 +54,7 @@ from api.session_feed import (
 from api.sse_response import encode_event
 from api.terminal_index import TerminalIndex
 from schemas.session_events import TERMINAL_TYPES, parse_session_event
-from tokenwire.kafka_clients import new_consumer
+from tokenwire.kafka_clients import new_consumer, stop_consumer
 from tokenwire.settings import Settings
 from tokenwire.topic_metadata import TopicMetadata
 
@@ -72,6 +81,14 @@ STABLE_S = 30.0
 CLOSE_TIMEOUT_S = 5.0
 
 
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """A session topic as it is now: its epoch (None: no such topic) and its end offset."""
+
+    epoch: str | None
+    end: int
+
+
 class SessionHub:
     def __init__(
         self,
@@ -95,7 +112,7 @@ class SessionHub:
         self._next_metadata_check = 0.0
         self._terminals = TerminalIndex(settings.sse_terminal_index_size)
         # One broker lookup per topic at a time, however many streams ask (bounded by them).
-        self._end_lookups: dict[str, asyncio.Task[int | None]] = {}
+        self._end_lookups: dict[str, asyncio.Task[Generation]] = {}
         self._closed = False
         self._failures = 0
         self._restarts_in_a_row = 0
@@ -149,17 +166,28 @@ class SessionHub:
         self._changed.set()
 
     # --- readers ------------------------------------------------------------------------
-    def subscribe(self, session_id: str, start: int) -> Subscription:
-        """A reader of ``session_id`` from offset ``start``; call ``leave()`` when done."""
+    def subscribe(self, session_id: str, start: int, *, epoch: str | None = None) -> Subscription:
+        """A reader of ``session_id`` from offset ``start``; call ``leave()`` when done.
+
+        With ``epoch`` the reader takes events of that generation only: met by another one, its
+        stream ends (``CLOSED_RECREATED``) so that its client resumes against the current one.
+        """
         if not 0 <= start <= MAX_OFFSET:
             # A feed's position is what the consumer is sought to: it must be a Kafka offset.
             raise ValueError(f"start must be an offset in [0, {MAX_OFFSET}]")
-        sub = Subscription(session_id, start, self._leave)
+        sub = Subscription(session_id, start, self._leave, epoch=epoch)
         if self._closed:
             sub.close(CLOSED_SHUTDOWN)
             return sub
         topic = self._settings.session_topic(session_id)
         feed = self._feeds.get(topic)
+        if feed is not None and epoch is not None and feed.epoch not in (None, epoch):
+            # Resolved against a generation the feed does not hold (the topic changed while the
+            # stream was being opened): look again now; this client resumes afresh.
+            sub.close(CLOSED_RECREATED)
+            self._next_metadata_check = 0.0
+            self._changed.set()
+            return sub
         if feed is None:
             feed = self._feeds[topic] = SessionFeed(
                 topic, self._settings.session_cache_events, start
@@ -180,21 +208,22 @@ class SessionHub:
             if not feed.subscribers:
                 self._changed.set()
 
-    def known_terminal(self, session_id: str, request_id: str) -> int | None:
-        return self._terminals.get(self._settings.session_topic(session_id), request_id)
+    def known_terminal(self, session_id: str, request_id: str, epoch: str) -> int | None:
+        return self._terminals.get(self._settings.session_topic(session_id), request_id, epoch)
 
     async def find_terminal(
-        self, session_id: str, request_id: str, *, upto: int, timeout_s: float
+        self, session_id: str, request_id: str, *, upto: int, epoch: str | None, timeout_s: float
     ) -> int | None:
-        """The offset of ``request_id``'s done/error event if it is at or before ``upto``.
+        """The offset of ``request_id``'s done/error event if it is at or before ``upto`` in
+        generation ``epoch`` (None: the current one, whichever).
 
         Read through the shared feed from offset 0. A lookup that makes no progress for
         ``LOOKUP_IDLE_S`` (``upto`` past the end of the topic) or runs out of time answers None.
         """
-        known = self.known_terminal(session_id, request_id)
+        known = None if epoch is None else self.known_terminal(session_id, request_id, epoch)
         if known is not None:
             return known if known <= upto else None
-        sub = self.subscribe(session_id, 0)
+        sub = self.subscribe(session_id, 0, epoch=epoch)
         try:
             async with asyncio.timeout(timeout_s):
                 while sub.cursor <= upto:
@@ -210,28 +239,49 @@ class SessionHub:
             sub.leave()
         return None
 
-    async def end_offset(self, session_id: str, *, at_least: int, timeout_s: float) -> int:
-        """Where the session ends (the offset its next event gets; 0 if it has no topic yet).
+    async def generation(
+        self, session_id: str, *, at_least: int, epoch: str | None, timeout_s: float
+    ) -> Generation:
+        """The session topic's current generation and where it ends (the offset its next event
+        gets; ``Generation(None, 0)`` if it has no topic now).
 
         What the feed has read already proves the end is at least there: when that reaches
-        ``at_least`` it is the answer, without a broker round trip. Else the partition's leader
-        is asked; raises ``TimeoutError`` when it does not answer within ``timeout_s``.
+        ``at_least`` and the feed holds generation ``epoch`` (or any, for None), it is the
+        answer without a broker round trip; a feed that is stale by then is found out by the
+        loop, which ends its streams. Else the partition's leader is asked, and a feed of
+        another generation than it names is dropped at once. Raises ``TimeoutError`` when the
+        broker does not answer within ``timeout_s``.
         """
         topic = self._settings.session_topic(session_id)
         feed = self._feeds.get(topic)
-        if feed is not None and feed.active and feed.next_offset >= at_least:
-            return feed.next_offset
+        if (
+            feed is not None
+            and feed.active
+            and feed.epoch is not None
+            and epoch in (None, feed.epoch)
+            and feed.next_offset >= at_least
+        ):
+            return Generation(feed.epoch, feed.next_offset)
         lookup = self._end_lookups.get(topic)
         if lookup is None:
             lookup = asyncio.create_task(
-                self._metadata.end_offset(topic, timeout_s=timeout_s), name="tokenwire-end-offset"
+                self._look_up(topic, timeout_s), name="tokenwire-end-offset"
             )
             self._end_lookups[topic] = lookup
             lookup.add_done_callback(lambda done: self._end_lookup_done(topic, done))
-        end = await asyncio.shield(lookup)
-        return 0 if end is None else end
+        return await asyncio.shield(lookup)
 
-    def _end_lookup_done(self, topic: str, lookup: asyncio.Task[int | None]) -> None:
+    async def _look_up(self, topic: str, timeout_s: float) -> Generation:
+        found = await self._metadata.end(topic, timeout_s=timeout_s)
+        current = Generation(None, 0) if found is None else Generation(
+            epoch_of(found.topic_id), found.end
+        )
+        feed = self._feeds.get(topic)
+        if feed is not None and feed.active and feed.epoch != current.epoch:
+            self._drop_feed(feed, CLOSED_DELETED if current.epoch is None else CLOSED_RECREATED)
+        return current
+
+    def _end_lookup_done(self, topic: str, lookup: asyncio.Task[Generation]) -> None:
         if self._end_lookups.get(topic) is lookup:
             del self._end_lookups[topic]
         if not lookup.cancelled():
@@ -272,8 +322,13 @@ class SessionHub:
                 self._failures = 0
                 if self._restarts_in_a_row and time.monotonic() - self._up_since >= STABLE_S:
                     self._restarts_in_a_row = 0
-            except asyncio.CancelledError:
-                raise
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise
+                # A library's own cancelled task leaking out (see stop_consumer): not a stop.
+                self._failures += 1
+                log.warning("session hub step cancelled from inside error=%r", exc)
             except Exception as exc:  # the loop must outlive any Kafka failure
                 self._failures += 1
                 log.warning(
@@ -347,22 +402,37 @@ class SessionHub:
         if not self._feeds or now < self._next_metadata_check:
             return
         assert self._consumer is not None
-        topics = await self._metadata.existing(self._feeds, timeout_s=METADATA_TIMEOUT_S)
+        topic_ids = await self._metadata.topic_ids(self._feeds, timeout_s=METADATA_TIMEOUT_S)
         for feed in list(self._feeds.values()):
-            if feed.topic in topics:
-                feed.active, feed.missing = True, False
-            elif feed.active:
-                self._drop_deleted(feed)
-            elif not feed.missing:
-                feed.missing = True
+            topic_id = topic_ids.get(feed.topic)
+            if topic_id is None:
+                if feed.active:
+                    self._drop_feed(feed, CLOSED_DELETED)
+                elif not feed.missing:
+                    feed.missing = True
+                    feed.wake_all()
+                continue
+            epoch = epoch_of(topic_id)
+            if feed.epoch is None:
+                for sub in feed.activate(epoch):
+                    log.info("closing reader of another generation topic=%s epoch=%s reader=%s",
+                             feed.topic, epoch, sub.epoch)
                 feed.wake_all()
+            elif feed.epoch != epoch:
+                self._drop_feed(feed, CLOSED_RECREATED)
         pending = any(not feed.active for feed in self._feeds.values())
         self._next_metadata_check = now + (PENDING_RECHECK_S if pending else ASSIGNED_RECHECK_S)
 
-    def _drop_deleted(self, feed: SessionFeed) -> None:
-        log.warning("session topic deleted while followed topic=%s", feed.topic)
-        feed.close_all(CLOSED_DELETED)
-        del self._feeds[feed.topic]
+    def _drop_feed(self, feed: SessionFeed, reason: str) -> None:
+        """The followed topic is gone (deleted) or another generation of it is there
+        (recreated): what the feed holds belongs to no current position."""
+        log.warning(
+            "session topic %s while followed topic=%s epoch=%s", reason, feed.topic, feed.epoch
+        )
+        feed.close_all(reason)
+        if self._feeds.get(feed.topic) is feed:
+            del self._feeds[feed.topic]
+        self._changed.set()
         self._terminals.forget_topic(feed.topic)
         if self._on_topic_deleted is not None:
             self._on_topic_deleted(feed.topic)
@@ -413,13 +483,20 @@ class SessionHub:
         feed = self._feeds.get(tp.topic)
         if feed is None or not feed.active or feed.needs_seek:
             return  # fetched before a seek or a release: not from the position we want
+        assert feed.epoch is not None  # an active feed knows its generation
+        if records and records[0].offset < feed.next_offset:
+            # Reset below where the feed is: the log got shorter, i.e. the topic is likely
+            # another generation now. Check at once rather than at the next scheduled check.
+            log.info("session records below the feed position topic=%s offset=%d next=%d",
+                     tp.topic, records[0].offset, feed.next_offset)
+            self._next_metadata_check = 0.0
         pending_before = feed.next_offset
-        decoded = [(record.offset, self._entry(tp.topic, record)) for record in records]
+        decoded = [(record.offset, self._entry(feed.epoch, tp.topic, record)) for record in records]
         stopped_at = feed.append(decoded)
         if stopped_at is not None:
             feed.needs_seek = True
             feed.paused_since = time.monotonic()
-        self._terminals.remember(tp.topic, (entry for _, entry in decoded))
+        self._terminals.remember(tp.topic, feed.epoch, (entry for _, entry in decoded))
         for sub in feed.slow_readers(pending_before, self._settings.sse_client_buffer):
             self._close_slow(feed, sub, why="backlog over sse_client_buffer")
         feed.wake_all()
@@ -434,7 +511,7 @@ class SessionHub:
         )
 
     @staticmethod
-    def _entry(topic: str, record: ConsumerRecord) -> Entry | None:
+    def _entry(epoch: str, topic: str, record: ConsumerRecord) -> Entry | None:
         raw = record.value
         if raw is None:
             return None
@@ -447,18 +524,11 @@ class SessionHub:
                 topic, record.offset, type(exc).__name__,
             )
             return None
-        sse = encode_event(text, event=event.type, event_id=record.offset)
+        sse = encode_event(text, event=event.type, event_id=format_event_id(epoch, record.offset))
         return Entry(record.offset, event.type, event.request_id, sse)
 
 
 async def _close_consumer(consumer: AIOKafkaConsumer) -> None:
-    """Stop ``consumer`` and close its connections, whatever state it is in."""
-    try:
-        async with asyncio.timeout(CLOSE_TIMEOUT_S):
-            await consumer.stop()
-    except Exception as exc:
-        # A consumer whose fetcher died raises that error from stop() before it closes its
-        # client: close the connections here, or each replacement would leak them.
-        log.info("session hub consumer stop failed error=%r", exc)
-        with contextlib.suppress(Exception):
-            await consumer._client.close()
+    """Stop ``consumer`` and close its connections, whatever state it is in (a dead broker's
+    fetch, a dead fetcher): each replacement would leak them otherwise."""
+    await stop_consumer(consumer, timeout_s=CLOSE_TIMEOUT_S)

@@ -2,19 +2,24 @@
 
 Wire format, one SSE event per session event::
 
-    id: <the event's offset in chat.session.<id>>
+    id: <epoch>-<offset>   (the topic's generation, the event's offset in chat.session.<id>)
     event: <start|retry|token|done|error>
     data: <the event JSON exactly as stored in Kafka>
 
-The stream opens with ``retry: <sse_retry_ms>`` and carries a ``: ping`` comment after every
-``sse_ping_s`` without an event. Where to start: ``Last-Event-ID: N`` → offset N+1 (it wins,
-since EventSource resends the same URL on reconnect), else ``?from=N`` → offset N, else the
-topic's beginning. A start past the end of the session is refused with 416 (``details.next_offset``
-says where it ends); the ids this edge sends are always below that end, so EventSource's own
-reconnects are never refused. A start below the oldest retained event reads from that event.
-Open streams are capped per user (429) and per process (503), both with ``Retry-After``.
-``?until=done&request_id=R`` ends the stream after R's done/error event; a client whose
-position is already past that event gets 204, which stops EventSource from reconnecting.
+The epoch (16 hex digits, ``api.event_ids``) changes when the janitor deletes an idle session
+topic and a new request creates it again at offset 0. The stream opens with
+``retry: <sse_retry_ms>`` and carries a ``: ping`` comment after every ``sse_ping_s`` without an
+event. Where to start: ``Last-Event-ID: E-N`` → offset N+1 (it wins, since EventSource resends the
+same URL on reconnect), else ``?from=E-N`` → offset N, else the topic's beginning. A position of
+another generation than the topic's current one (or of a topic that is gone) starts at the
+beginning of the current one. A plain ``N`` (a client from before epochs) is an offset in the
+current generation, as it always was. A start past the end of the session is refused with 416
+(``details.next_offset`` says where it ends); the ids this edge sends are always below that end
+or of another generation, so EventSource's own reconnects are never refused. A start below the
+oldest retained event reads from that event. Open streams are capped per user (429) and per
+process (503), both with ``Retry-After``. ``?until=done&request_id=R`` ends the stream after R's
+done/error event; a client whose position is already past that event gets 204, which stops
+EventSource from reconnecting.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from starlette.types import Receive, Scope, Send
 
 from api.connection_limits import REFUSED_USER, ConnectionSlot
 from api.errors import ApiError, retry_after_header, token_error
+from api.event_ids import Position, parse_position
 from api.metrics import REFUSED_POSITION
 from api.runtime import EdgeRuntime
 from api.session_feed import CLOSED_DISCONNECTED, Subscription
@@ -46,21 +52,37 @@ from tokenwire.errors import StreamTokenError
 log = logging.getLogger(__name__)
 
 SESSION_ID = re.compile(SESSION_ID_PATTERN)
-OFFSET = re.compile(r"[0-9]{1,19}")
-MAX_OFFSET = 2**63 - 1
 TERMINAL_LOOKUP_TIMEOUT_S = 5.0
-END_OFFSET_TIMEOUT_S = 5.0
+# Longer than a cluster takes to name a new leader when one dies (a dead broker is fenced after
+# broker.session.timeout.ms, 5 s on the local cluster): a reconnect in a failover waits for the
+# position instead of getting a 503, on which a browser's EventSource gives up for good.
+END_OFFSET_TIMEOUT_S = 15.0
 # A refused stream may try again this much later (the cap frees as other streams end).
 REFUSED_RETRY_AFTER_S = 5.0
 
 
 @dataclass(frozen=True)
 class StreamParams:
+    """What the client asked for: where to start (``start.offset`` in ``start.epoch``; None:
+    the current generation, whichever) and the last offset it already has, if it said so."""
+
     session_id: str
-    start: int
-    # The last offset the client already has, if it said so: for the "already finished" check.
+    start: Position
     last_seen: int | None
     until_request: str | None
+
+
+@dataclass(frozen=True)
+class StartPlan:
+    """Where the stream starts, resolved against the topic's current generation."""
+
+    start: int
+    last_seen: int | None
+    # The generation ``start`` is an offset in; None: any (a start at 0 is everyone's beginning).
+    epoch: str | None
+
+
+FROM_THE_BEGINNING = StartPlan(0, None, None)
 
 
 class _StreamControl:
@@ -120,8 +142,8 @@ async def session_events(request: Request) -> Response:
     # Taken before any Kafka lookup, so lookups in flight are bounded by the caps too.
     slot = _take_slot(runtime, claims.user_id)
     try:
-        await _check_position(runtime, params)
-        if await _already_finished(runtime, params):
+        plan = await _plan_start(runtime, params)
+        if await _already_finished(runtime, params, plan):
             slot.release()
             return Response(status_code=204)
     except BaseException:
@@ -132,7 +154,7 @@ async def session_events(request: Request) -> Response:
     # EventSource's reconnect then needs a fresh one.
     ends_at = claims.expires_at + TOKEN_LEEWAY_S
     return _SlotHoldingResponse(
-        _stream(runtime, params, control, ends_at),
+        _stream(runtime, params, plan, control, ends_at),
         slot=slot,
         on_disconnect=control.disconnected,
         send_timeout=runtime.settings.sse_send_timeout_s,
@@ -157,14 +179,20 @@ def _take_slot(runtime: EdgeRuntime, user_id: str) -> ConnectionSlot:
     )
 
 
-async def _check_position(runtime: EdgeRuntime, params: StreamParams) -> None:
-    """A resume position past the session's end is refused: it is no position the edge sent,
-    and following a session from there would wait for events that may never come."""
-    if params.start == 0:
-        return
+async def _plan_start(runtime: EdgeRuntime, params: StreamParams) -> StartPlan:
+    """Resolve the client's position against the topic's current generation.
+
+    A position of another generation (or of a topic that is gone) starts at the beginning; one
+    past the session's end is refused: it is no position the edge sent, and following a session
+    from there would wait for events that may never come.
+    """
+    start = params.start
+    if start.offset == 0 and start.epoch is None:
+        return FROM_THE_BEGINNING
     try:
-        end = await runtime.hub.end_offset(
-            params.session_id, at_least=params.start, timeout_s=END_OFFSET_TIMEOUT_S
+        current = await runtime.hub.generation(
+            params.session_id, at_least=start.offset, epoch=start.epoch,
+            timeout_s=END_OFFSET_TIMEOUT_S,
         )
     except Exception as exc:  # Kafka does not answer: say so, do not guess
         log.warning("session end offset lookup failed session=%s error=%r", params.session_id, exc)
@@ -172,36 +200,50 @@ async def _check_position(runtime: EdgeRuntime, params: StreamParams) -> None:
             503, "unavailable", "the session's position could not be checked; retry",
             headers={"Retry-After": "1"},
         ) from exc
-    if params.start > end:
+    if start.epoch is not None and start.epoch != current.epoch:
+        log.info(
+            "resume position of another generation session=%s position=%s epoch=%s",
+            params.session_id, start, current.epoch,
+        )
+        return FROM_THE_BEGINNING
+    if start.offset > current.end:
         runtime.metrics.sse_refused.labels(reason=REFUSED_POSITION).inc()
         raise ApiError(
             416, "position_out_of_range",
-            f"resume position {params.start} is past the end of the session ({end})",
-            details={"next_offset": end},
+            f"resume position {start.offset} is past the end of the session ({current.end})",
+            details={"next_offset": current.end},
         )
+    return StartPlan(start.offset, params.last_seen, current.epoch)
 
 
 def _params(request: Request) -> StreamParams:
     session_id = request.path_params["session_id"]
     if not SESSION_ID.fullmatch(session_id):
         raise ApiError(400, "invalid_session_id", f"session id must match {SESSION_ID_PATTERN}")
-    last_event_id = _offset(request.headers.get("last-event-id"), "Last-Event-ID")
-    from_offset = _offset(request.query_params.get("from"), "from")
+    last_event_id = _position(request.headers.get("last-event-id"), "Last-Event-ID")
+    from_position = _position(request.query_params.get("from"), "from")
     if last_event_id is not None:
-        start, last_seen = last_event_id + 1, last_event_id
-    elif from_offset is not None:
-        start, last_seen = from_offset, (from_offset - 1 if from_offset > 0 else None)
+        # The next event after the last one seen (an offset past 2**63-1 is refused as past
+        # the end by the position check).
+        start = Position(last_event_id.epoch, last_event_id.offset + 1)
+        last_seen: int | None = last_event_id.offset
+    elif from_position is not None:
+        start = from_position
+        last_seen = from_position.offset - 1 if from_position.offset > 0 else None
     else:
-        start, last_seen = 0, None
+        start, last_seen = Position(None, 0), None
     return StreamParams(session_id, start, last_seen, _until_request(request))
 
 
-def _offset(raw: str | None, name: str) -> int | None:
+def _position(raw: str | None, name: str) -> Position | None:
     if raw is None or raw.strip() == "":
         return None
-    if not OFFSET.fullmatch(raw.strip()) or int(raw) > MAX_OFFSET:
-        raise ApiError(400, "bad_request", f"{name} must be a non-negative integer offset")
-    return int(raw)
+    position = parse_position(raw)
+    if position is None:
+        raise ApiError(
+            400, "bad_request", f"{name} must be an event id (<epoch>-<offset>) or an offset"
+        )
+    return position
 
 
 def _until_request(request: Request) -> str | None:
@@ -214,21 +256,22 @@ def _until_request(request: Request) -> str | None:
     return request_id
 
 
-async def _already_finished(runtime: EdgeRuntime, params: StreamParams) -> bool:
-    if params.until_request is None or params.last_seen is None:
+async def _already_finished(runtime: EdgeRuntime, params: StreamParams, plan: StartPlan) -> bool:
+    if params.until_request is None or plan.last_seen is None:
         return False
     terminal = await runtime.hub.find_terminal(
         params.session_id, params.until_request,
-        upto=params.last_seen, timeout_s=TERMINAL_LOOKUP_TIMEOUT_S,
+        upto=plan.last_seen, epoch=plan.epoch, timeout_s=TERMINAL_LOOKUP_TIMEOUT_S,
     )
     return terminal is not None
 
 
 async def _stream(
-    runtime: EdgeRuntime, params: StreamParams, control: _StreamControl, ends_at: float
+    runtime: EdgeRuntime, params: StreamParams, plan: StartPlan, control: _StreamControl,
+    ends_at: float,
 ) -> AsyncIterator[ServerSentEvent | bytes]:
     # Subscribed here, not in the handler: a response that never streams (HEAD) holds nothing.
-    sub = runtime.hub.subscribe(params.session_id, params.start)
+    sub = runtime.hub.subscribe(params.session_id, plan.start, epoch=plan.epoch)
     control.attach(sub)
     metrics = runtime.metrics
     metrics.sse_connections.inc()
@@ -261,6 +304,6 @@ async def _stream(
         sub.leave()
         metrics.sse_connections.dec()
         log.info(
-            "sse stream ended session=%s start=%d events=%d reason=%s",
-            params.session_id, params.start, sent, reason,
+            "sse stream ended session=%s start=%d epoch=%s events=%d reason=%s",
+            params.session_id, plan.start, plan.epoch, sent, reason,
         )

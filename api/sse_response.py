@@ -84,6 +84,6 @@ class LeanEventSourceResponse(EventSourceResponse):
         self._on_disconnect()
 
 
-def encode_event(data: str, *, event: str, event_id: int) -> bytes:
+def encode_event(data: str, *, event: str, event_id: int | str) -> bytes:
     """One SSE event as sent on the wire, encoded once however many readers it has."""
     return ServerSentEvent(data, event=event, id=str(event_id), sep="\n").encode()

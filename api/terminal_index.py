@@ -1,5 +1,8 @@
 """Where recent requests ended: (session topic, request id) → offset of their done/error event.
 
+Each offset is kept with the topic's generation (epoch) it was read in, and answers only for that
+generation: an offset of a deleted topic means nothing in the topic created again under its name.
+
 Lets ``until=done`` reconnects get their 204 without re-reading the topic. Bounded: the least
 recently ended are forgotten first (``Settings.sse_terminal_index_size``), and forgetting a
 deleted topic costs its own entries only.
@@ -19,20 +22,23 @@ class TerminalIndex:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self._capacity = capacity
-        self._offsets: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._offsets: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
         self._by_topic: dict[str, set[str]] = {}
 
     def __len__(self) -> int:
         return len(self._offsets)
 
-    def get(self, topic: str, request_id: str) -> int | None:
-        return self._offsets.get((topic, request_id))
+    def get(self, topic: str, request_id: str, epoch: str) -> int | None:
+        known = self._offsets.get((topic, request_id))
+        if known is None or known[0] != epoch:
+            return None
+        return known[1]
 
-    def remember(self, topic: str, entries: Iterable[Entry | None]) -> None:
+    def remember(self, topic: str, epoch: str, entries: Iterable[Entry | None]) -> None:
         for entry in entries:
             if entry is not None and entry.type in TERMINAL_TYPES:
                 key = (topic, entry.request_id)
-                self._offsets[key] = entry.offset
+                self._offsets[key] = (epoch, entry.offset)
                 self._offsets.move_to_end(key)
                 self._by_topic.setdefault(topic, set()).add(entry.request_id)
         while len(self._offsets) > self._capacity:
@@ -40,7 +46,7 @@ class TerminalIndex:
             self._discard(old_topic, old_request)
 
     def forget_topic(self, topic: str) -> None:
-        """A deleted topic's offsets mean nothing for a topic re-created under its name."""
+        """Drop a deleted (or re-created) topic's entries: they only take room now."""
         for request_id in self._by_topic.pop(topic, ()):
             del self._offsets[(topic, request_id)]
 

@@ -21,7 +21,7 @@ from aiokafka import TopicPartition
 from pydantic import ValidationError
 
 from schemas.alerts import RiskAlert, parse_alert
-from tokenwire.kafka_clients import new_consumer
+from tokenwire.kafka_clients import new_consumer, stop_consumer
 from tokenwire.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ async def follow_alerts(
                         ready.set()
             throttle.prune()
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def _partitions(consumer: object, topic: str) -> list[TopicPartition]:

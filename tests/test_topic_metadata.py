@@ -1,7 +1,8 @@
-"""Topic existence is asked of the broker for the named topics only."""
+"""Topic existence (and each topic's id) is asked of the broker for the named topics only."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -10,6 +11,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.fixtures.waiting import eventually_true
 from tokenwire.kafka_settings import KafkaConnection
+from tokenwire.metadata_protocol import (
+    NO_TOPIC_ID,
+    MetadataRequest_v10,
+    MetadataWithIdsRequest,
+    MetadataWithIdsStruct,
+)
 from tokenwire.topic_metadata import TopicMetadata
 
 CLIENT_ID = "test-topic-metadata"
@@ -66,3 +73,51 @@ async def test_end_offset_is_where_the_next_record_goes_and_none_for_no_topic(
     finally:
         await metadata.close()
         await kafka_admin.delete_topics([present])
+
+
+class MetadataV10Only(MetadataWithIdsRequest):
+    """The oldest version with topic ids, as a Kafka 2.8-3.0 broker would be asked."""
+
+    def prepare(self, versions: dict[int, tuple[int, int]]) -> MetadataWithIdsStruct:
+        return self.build(MetadataRequest_v10)
+
+
+async def test_a_topic_created_again_under_its_name_has_a_new_id(
+    kafka_bootstrap: str, kafka_admin: AIOKafkaAdminClient, unique_name: Callable[..., str]
+) -> None:
+    topic = unique_name("meta-ids")
+    await kafka_admin.create_topics([NewTopic(topic, 1, 1)])
+    metadata = TopicMetadata(KafkaConnection.plaintext(kafka_bootstrap), client_id=CLIENT_ID)
+    await metadata.start()
+    try:
+        async def topic_id() -> uuid.UUID | None:
+            return (await metadata.topic_ids([topic], timeout_s=10)).get(topic)
+
+        async def present() -> bool:
+            return await topic_id() is not None
+
+        await eventually_true(present)
+        first = await topic_id()
+        assert first is not None and first != NO_TOPIC_ID
+        found = await metadata.end(topic, timeout_s=10)
+        assert found is not None and (found.topic_id, found.end) == (first, 0)
+        # Metadata v10 (what a broker without v12 is asked) names the same id.
+        client = metadata._started()
+        node = client.get_random_node()
+        answer = (await client.send(node, MetadataV10Only([topic]))).to_object()
+        assert answer["topics"][0]["topic_id"] == first
+        await kafka_admin.delete_topics([topic])
+
+        async def gone() -> bool:
+            return await topic_id() is None
+
+        await eventually_true(gone)
+        await kafka_admin.create_topics([NewTopic(topic, 1, 1)])
+
+        async def recreated() -> bool:
+            return await topic_id() not in (None, first)
+
+        await eventually_true(recreated)
+    finally:
+        await metadata.close()
+        await kafka_admin.delete_topics([topic])

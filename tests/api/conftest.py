@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from starlette.applications import Starlette
 
 from api.app import create_app
+from api.event_ids import format_event_id, parse_position
 from api.runtime import EdgeRuntime
 from api.stream_tokens import issue_token
 from schemas.session_events import DoneEvent, ErrorEvent, StartEvent, Timings, TokenEvent, Usage
@@ -164,9 +165,15 @@ def answer_events(
 
 @dataclass(frozen=True)
 class Sse:
-    id: int
+    id: int  # the event's offset: the id's ``<offset>`` part
     event: str
     data: str
+    epoch: str | None = None  # the id's ``<epoch>`` part: the session topic's generation
+
+    @property
+    def last_event_id(self) -> str:
+        """The id as sent, what EventSource resends in ``Last-Event-ID``."""
+        return format_event_id(self.epoch, self.id)
 
 
 class SseStream:
@@ -223,7 +230,9 @@ class SseStream:
             if sse.retry is not None:
                 self.retry = sse.retry
             if sse.data:
-                return Sse(int(sse.id), sse.event, sse.data)
+                position = parse_position(sse.id)
+                assert position is not None, f"not an event id: {sse.id!r}"
+                return Sse(position.offset, sse.event, sse.data, position.epoch)
 
     async def take(self, count: int, timeout_s: float = WAIT_S) -> list[Sse]:
         """The next ``count`` events (fewer only if the server closed the stream)."""

@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.event_ids import Position, parse_position
 from tokenwire.bench.records import RequestRecord
 from tokenwire.bench.wire import HttpError, SseEvent, open_sse, path_with, post_json
 from tokenwire.simulator import expected_tokens
@@ -89,7 +90,10 @@ class SessionStream:
         self.host, self.port = host, port
         self.path = path_with(f"/v1/sessions/{session_id}/events", {"token": token})
         self.records: dict[str, RequestRecord] = {}
-        self.last_id: int | None = None
+        # The last id as sent (what Last-Event-ID resends) and its parts: offsets are ordered
+        # within one epoch (topic generation) only.
+        self.last_id: str | None = None
+        self._last_position: Position | None = None
         self.id_violations = 0
         self.reconnects = 0
         self.errors: list[str] = []
@@ -106,10 +110,14 @@ class SessionStream:
 
     def on_event(self, event: SseEvent) -> None:
         if event.id is not None:
-            offset = int(event.id)
-            if self.last_id is not None and offset <= self.last_id:
+            position = parse_position(event.id)
+            last = self._last_position
+            if position is None or (
+                last is not None and position.epoch == last.epoch and position.offset <= last.offset
+            ):
                 self.id_violations += 1
-            self.last_id = offset
+            if position is not None:
+                self.last_id, self._last_position = event.id, position
         data = json.loads(event.data)
         request_id = data.get("request_id")
         if isinstance(request_id, str):
@@ -133,7 +141,7 @@ class SessionStream:
     async def _run(self) -> None:
         failures = 0
         while not self._stopping:
-            headers = {} if self.last_id is None else {"last-event-id": str(self.last_id)}
+            headers = {} if self.last_id is None else {"last-event-id": self.last_id}
             try:
                 self._conn = await open_sse(self.host, self.port, self.path, self, headers=headers)
             except (OSError, HttpError) as exc:
