@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install services-up services-down services-status run test lint schemas browser clean
+.PHONY: install services-up services-down services-status run test faults lint schemas browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ schemas: install
 ## The test suite, against real Kafka, InfluxDB and Chromium provisioned here.
 test: services-up browser lint
 	$(BIN)/pytest
+
+## The whole fault matrix on a local 3-node cluster, with the measured gaps (make test runs a
+## shortened form of each scenario). FAULTS_ARGS=--repeat 3 for ranges over repeated runs.
+faults: install
+	$(BIN)/tokenwire faults $(FAULTS_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

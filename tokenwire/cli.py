@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from tokenwire.bench.cli import add_arguments as add_bench_arguments
 from tokenwire.event_loop import use_fast_event_loop
+from tokenwire.faults.cli import add_arguments as add_fault_arguments
 from tokenwire.replay.cli import add_arguments as add_replay_arguments
 from tokenwire.settings import get_settings
 
@@ -105,6 +106,12 @@ def _replay(args: argparse.Namespace) -> int:
     return run_replay(args, get_settings())
 
 
+def _faults(args: argparse.Namespace) -> int:
+    from tokenwire.faults.cli import run as run_faults
+
+    return run_faults(args, get_settings())
+
+
 def _bench(args: argparse.Namespace) -> int:
     from tokenwire.bench.cli import run as run_bench
 
@@ -169,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="latency/throughput benchmark against a direct relay")
     bench.set_defaults(handler=_bench)
     add_bench_arguments(bench)
+
+    faults = sub.add_parser(
+        "faults", help="kill brokers, workers and edges mid-stream on a local 3-node cluster"
+    )
+    faults.set_defaults(handler=_faults)
+    add_fault_arguments(faults)
     return parser
 
 

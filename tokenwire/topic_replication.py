@@ -30,7 +30,7 @@ from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Boolean, Int8, Int16, Int32, Schema, String
 
 from tokenwire.errors import TopicError
-from tokenwire.kafka_clients import new_admin, new_client
+from tokenwire.kafka_clients import live_node, new_admin, new_client
 from tokenwire.settings import Settings
 from tokenwire.topics import Replication, cluster_replication, core_topics
 
@@ -242,10 +242,7 @@ async def set_min_insync(client: AIOKafkaClient, topics: Sequence[str], value: i
 
 async def _send_to_any(client: AIOKafkaClient, request: Request[RequestStruct]) -> Response:
     # KRaft brokers forward both requests to the active controller.
-    node = client.get_random_node()
-    if node is None:
-        raise ConnectionError("no Kafka broker known")
-    return await client.send(node, request)
+    return await client.send(await live_node(client), request)
 
 
 @dataclass(frozen=True)

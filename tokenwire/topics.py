@@ -16,7 +16,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+    TopicAlreadyExistsError,
+    for_code,
+)
 
 from tokenwire.errors import TopicError
 from tokenwire.kafka_clients import new_admin
@@ -25,6 +32,12 @@ from tokenwire.settings import Settings
 log = logging.getLogger(__name__)
 
 CREATE_TIMEOUT_MS = 10_000
+# A session topic creation is tried again for this long (backoff doubling up to the max) when
+# it fails for a moment: longer than a dead broker takes to be fenced (5 s locally).
+CREATE_RETRY_FOR_S = 30.0
+CREATE_BACKOFF_S = 0.2
+CREATE_BACKOFF_MAX_S = 2.0
+INVALID_REPLICATION_FACTOR = 38
 
 
 @dataclass(frozen=True)
@@ -133,6 +146,9 @@ class SessionTopics:
         self._ready: OrderedDict[str, None] = OrderedDict()
         self._pending: dict[str, asyncio.Future[None]] = {}
         self._replication: Replication | None = None
+        # Set when the cluster said it has too few brokers for the factor: until a creation
+        # with the full factor works again, new topics get as many replicas as brokers are up.
+        self._short_of_brokers = False
 
     def __len__(self) -> int:
         """How many topics are remembered as existing."""
@@ -161,23 +177,79 @@ class SessionTopics:
         return spec.name
 
     async def _create(self, spec: TopicSpec) -> None:
+        """Create ``spec``'s topic, riding out a broker's death for up to ``CREATE_RETRY_FOR_S``.
+
+        A CreateTopics in flight to a broker that dies, or sent while the cluster still elects
+        a controller, fails for a moment only; a new chat must not fail with it. While fewer
+        brokers are up than the replication factor asks, the topic is made with as many
+        replicas as there are brokers (logged; ``tokenwire topics --fix`` raises it later):
+        a session topic is on the path to its chat's first token.
+        """
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + CREATE_RETRY_FOR_S
+        delay = CREATE_BACKOFF_S
+        while True:
+            try:
+                created = await self._create_once(spec)
+            except _TryAgain as exc:
+                if loop.time() + delay > give_up_at:
+                    raise TopicError(f"creating topic {spec.name} failed: {exc}") from exc
+                log.info("creating topic again topic=%s in_s=%.1f why=%s", spec.name, delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(CREATE_BACKOFF_MAX_S, delay * 2)
+                continue
+            if created:
+                log.info("session topic created topic=%s", spec.name)
+            self._remember(spec.name)
+            return
+
+    async def _create_once(self, spec: TopicSpec) -> bool:
+        """True if created, False if it existed; ``_TryAgain`` for what passes on its own."""
         try:
             if self._replication is None:
                 self._replication = await cluster_replication(self._admin, self._settings)
+            replication = self._replication
+            if self._short_of_brokers:
+                replication = await self._degraded(replication)
             response = await self._admin.create_topics(
-                [spec.as_new_topic(self._replication)], timeout_ms=CREATE_TIMEOUT_MS
+                [spec.as_new_topic(replication)], timeout_ms=CREATE_TIMEOUT_MS
             )
         except TopicAlreadyExistsError:
-            self._remember(spec.name)
-            return
+            return False
+        except (KafkaConnectionError, NodeNotReadyError, RequestTimedOutError, TimeoutError,
+                OSError) as exc:  # fmt: skip
+            raise _TryAgain(repr(exc)) from exc
+        except KafkaError as exc:
+            if exc.retriable:
+                raise _TryAgain(repr(exc)) from exc
+            raise TopicError(f"creating topic {spec.name} failed: {exc!r}") from exc
         except Exception as exc:
             raise TopicError(f"creating topic {spec.name} failed: {exc!r}") from exc
         created = True
         for name, code, message in _topic_errors(response):
             if code == TopicAlreadyExistsError.errno:
                 created = False
+            elif code == INVALID_REPLICATION_FACTOR:
+                self._short_of_brokers = True
+                raise _TryAgain(f"error {code} {message}")
+            elif code != 0 and for_code(code).retriable:
+                raise _TryAgain(f"error {code} {message}")
             elif code != 0:
                 raise TopicError(f"creating topic {name} failed: error {code} {message}")
-        if created:
-            log.info("session topic created topic=%s", spec.name)
-        self._remember(spec.name)
+        self._short_of_brokers = False
+        return created
+
+    async def _degraded(self, wanted: Replication) -> Replication:
+        brokers = len((await self._admin.describe_cluster())["brokers"])
+        if brokers >= wanted.factor:
+            return wanted
+        factor = max(1, brokers)
+        log.warning(
+            "fewer brokers up than replicas wanted: creating with replicas=%s (wanted %s); "
+            "`tokenwire topics --fix` raises it once they are back", factor, wanted.factor,
+        )  # fmt: skip
+        return Replication(factor, min(wanted.min_insync, factor))
+
+
+class _TryAgain(Exception):
+    """A topic creation that failed for a moment (a broker died, a controller moved)."""

@@ -77,6 +77,8 @@ class InfluxSink(mode.Service):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # Made in on_start; a worker that fails before then stops without one.
+        self._client: InfluxDBClientAsync | None = None
         self.url, self.org, self.bucket = url, org, bucket
         self._token = token
         self.metrics = metrics
@@ -142,6 +144,8 @@ class InfluxSink(mode.Service):
         log.info("influx sink started url=%s bucket=%s", self.url, self.bucket)
 
     async def on_stop(self) -> None:
+        if self._client is None:
+            return  # never started
         # The drain task ends with the service; the last points go out here, explicitly.
         landed = await self.flush(self.close_timeout_s)
         if not landed:

@@ -30,7 +30,7 @@ from agents.aggregates.windows import window_label
 from agents.metrics import WorkerMetrics
 from schemas.lifecycle import parse_lifecycle_event
 from tokenwire.aggregates_settings import AggregatesSettings
-from tokenwire.kafka_clients import new_consumer
+from tokenwire.kafka_clients import new_consumer, stop_consumer
 from tokenwire.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ async def replay_aggregates(
                         log.info("replay progress records=%s", read)
         keep(aggregator.close_through(until, state))
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
     sink = new_sink(settings, agg, WorkerMetrics(), bucket=bucket)
     everything = list(rows.values())

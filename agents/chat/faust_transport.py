@@ -11,6 +11,9 @@ fetch of ``chat.requests`` waited behind it: at 100 streams a request reached th
 ``Consumer`` here also pauses (and resumes) the partitions in aiokafka. aiokafka's partition
 state belongs to the consumer thread's event loop, so the change is made there.
 
+``Transport`` also sends Faust's CreateTopics to a broker that answers: Faust's own choice could
+name a dead broker, and a worker restarted while one broker of a cluster was down died.
+
 Registered as the ``tokenwire-kafka://`` broker scheme through Faust's ``faust.transports``
 entry point (``pyproject.toml``).
 """
@@ -21,8 +24,12 @@ from collections.abc import Iterable
 from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import NodeNotReadyError
+from aiokafka.protocol.metadata import MetadataRequest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from mode import Service
 
 SCHEME = "tokenwire-kafka"
 
@@ -59,3 +66,26 @@ def _apply(
 
 class Transport(faust_aiokafka.Transport):
     Consumer = Consumer
+
+    async def _get_controller_node(
+        self, owner: Service, client: AIOKafkaClient, timeout: int = 30000  # noqa: ASYNC109
+    ) -> int | None:
+        """Where Faust sends CreateTopics (its changelogs): the controller if it answers, else
+        any broker that does.
+
+        Faust asks the first broker in its metadata and sends to the controller that one names,
+        without checking either answers, so a worker (re)started while that broker is down died
+        at start-up (NodeNotReadyError). KRaft brokers forward CreateTopics to the active
+        controller, so any live broker will do.
+        """
+        for broker in client.cluster.brokers():
+            if not await client.ready(broker.nodeId):
+                continue
+            response = await client.send(broker.nodeId, MetadataRequest([]))
+            controller = response.controller_id
+            if controller is not None and controller >= 0 and await client.ready(controller):
+                return int(controller)
+            return int(broker.nodeId)
+        if owner.should_stop:
+            return None
+        raise NodeNotReadyError("no Kafka broker answers to create a topic")
