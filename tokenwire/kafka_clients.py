@@ -26,7 +26,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import NodeNotReadyError, NotControllerError
+from aiokafka.errors import KafkaConnectionError, NodeNotReadyError, NotControllerError
 
 from tokenwire.kafka_settings import KafkaConnection
 
@@ -81,7 +81,7 @@ class FailoverAdminClient(AIOKafkaAdminClient):
 
     async def _send_request(self, request: Any, node_id: int | None = None) -> Any:
         if node_id is None:
-            node_id = await self._live_node()
+            return await send_to_any(self._client, request)
         return await self._client.send(node_id, request)
 
     async def _send_to_controller(self, request: Any) -> Any:
@@ -94,10 +94,23 @@ class FailoverAdminClient(AIOKafkaAdminClient):
                     pass
             if attempt == 0:
                 await self._client.force_metadata_update()
-        return await self._client.send(await self._live_node(), request)
+        return await send_to_any(self._client, request)
 
-    async def _live_node(self) -> int:
-        return await live_node(self._client)
+
+# Sends tried on another broker when the one picked dies under them (its connection still
+# looked open when it was picked).
+SEND_ATTEMPTS = 3
+
+
+async def send_to_any(client: AIOKafkaClient, request: Any) -> Any:
+    """``request`` to a broker that answers; tried again on another one if that one dies."""
+    for attempt in range(SEND_ATTEMPTS):
+        try:
+            return await client.send(await live_node(client), request)
+        except (KafkaConnectionError, NodeNotReadyError):
+            if attempt == SEND_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def live_node(client: AIOKafkaClient) -> int:

@@ -34,7 +34,7 @@ from aiokafka.errors import (
 )
 from aiokafka.protocol.offset import OffsetRequest
 
-from tokenwire.kafka_clients import live_node, new_client
+from tokenwire.kafka_clients import new_client, send_to_any
 from tokenwire.kafka_settings import KafkaConnection
 from tokenwire.metadata_protocol import MetadataWithIdsRequest
 
@@ -78,8 +78,7 @@ class TopicMetadata:
         """The answer's topics; raises ``IncompatibleBrokerVersion`` below Kafka 2.8."""
         client = self._started()
         # A broker that answers: with one broker of a cluster down, a random one may be it.
-        node = await live_node(client)
-        response = (await client.send(node, MetadataWithIdsRequest(names))).to_object()
+        response = (await send_to_any(client, MetadataWithIdsRequest(names))).to_object()
         topics: list[dict[str, Any]] = response["topics"]
         return topics
 

@@ -30,7 +30,7 @@ from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Boolean, Int8, Int16, Int32, Schema, String
 
 from tokenwire.errors import TopicError
-from tokenwire.kafka_clients import live_node, new_admin, new_client
+from tokenwire.kafka_clients import new_admin, new_client, send_to_any
 from tokenwire.settings import Settings
 from tokenwire.topics import Replication, cluster_replication, core_topics
 
@@ -242,7 +242,7 @@ async def set_min_insync(client: AIOKafkaClient, topics: Sequence[str], value: i
 
 async def _send_to_any(client: AIOKafkaClient, request: Request[RequestStruct]) -> Response:
     # KRaft brokers forward both requests to the active controller.
-    return await client.send(await live_node(client), request)
+    return await send_to_any(client, request)
 
 
 @dataclass(frozen=True)
