@@ -445,6 +445,9 @@ async def _refresh_brokers(client: AIOKafkaClient) -> None:
     fetch every topic's metadata: thousands of session topics on a busy cluster)."""
     node_id = client.get_random_node()
     if node_id is None:
+        # Bootstrapped off a node that answered before any broker was registered: its metadata
+        # named no broker, so nothing is known to ask; bootstrap again (this hung `up` for good).
+        await _bootstrap(client)
         return
     try:
         response = await client.send(node_id, _BROKERS_ONLY)
