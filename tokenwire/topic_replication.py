@@ -32,7 +32,7 @@ from aiokafka.protocol.types import Array, Boolean, Int8, Int16, Int32, Schema, 
 from tokenwire.errors import TopicError
 from tokenwire.kafka_clients import new_admin, new_client, send_to_any
 from tokenwire.settings import Settings
-from tokenwire.topics import Replication, cluster_replication, core_topics
+from tokenwire.topics import Replication, core_topics
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ async def review(
         await client.bootstrap()
         cluster = await admin.describe_cluster()
         brokers = sorted(b["node_id"] for b in cluster["brokers"])
-        wanted = await cluster_replication(admin, settings)
+        wanted = Replication(*settings.kafka.replication(len(brokers)))
         core_names = [spec.name for spec in core_topics(settings)]
         names = await admin.list_topics()
         session_names = sorted(t for t in names if t.startswith(settings.session_topic_prefix))

@@ -83,13 +83,14 @@ class Outcome:
 # --- pipeline ---------------------------------------------------------------------------
 
 
-class SessionStream:
-    """One session's SSE stream, routed by request id; reconnects like EventSource."""
+class ResumingStream:
+    """One session's SSE stream, its events routed by request id, resumed with
+    ``Last-Event-ID``: the id bookkeeping and the task that the bench's and the fault suite's
+    clients share. Subclasses say where to connect (``_run``) and what a request's record is.
+    """
 
-    def __init__(self, host: str, port: int, session_id: str, token: str) -> None:
-        self.host, self.port = host, port
+    def __init__(self, session_id: str, token: str) -> None:
         self.path = path_with(f"/v1/sessions/{session_id}/events", {"token": token})
-        self.records: dict[str, RequestRecord] = {}
         # The last id as sent (what Last-Event-ID resends) and its parts: offsets are ordered
         # within one epoch (topic generation) only.
         self.last_id: str | None = None
@@ -102,11 +103,8 @@ class SessionStream:
         self._conn: Any = None
         self._task: asyncio.Task[None] | None = None
 
-    def record(self, request_id: str) -> RequestRecord:
-        record = self.records.get(request_id)
-        if record is None:
-            record = self.records[request_id] = RequestRecord()
-        return record
+    def record(self, request_id: str) -> Any:
+        raise NotImplementedError
 
     def on_event(self, event: SseEvent) -> None:
         if event.id is not None:
@@ -115,7 +113,7 @@ class SessionStream:
             if position is None or (
                 last is not None and position.epoch == last.epoch and position.offset <= last.offset
             ):
-                self.id_violations += 1
+                self.id_violations += 1  # unreadable, a duplicate or a step back
             if position is not None:
                 self.last_id, self._last_position = event.id, position
         data = json.loads(event.data)
@@ -138,12 +136,34 @@ class SessionStream:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def _headers(self) -> dict[str, str]:
+        return {} if self.last_id is None else {"last-event-id": self.last_id}
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+
+class SessionStream(ResumingStream):
+    """Reconnects to the same edge, like EventSource."""
+
+    def __init__(self, host: str, port: int, session_id: str, token: str) -> None:
+        super().__init__(session_id, token)
+        self.host, self.port = host, port
+        self.records: dict[str, RequestRecord] = {}
+
+    def record(self, request_id: str) -> RequestRecord:
+        record = self.records.get(request_id)
+        if record is None:
+            record = self.records[request_id] = RequestRecord()
+        return record
+
     async def _run(self) -> None:
         failures = 0
         while not self._stopping:
-            headers = {} if self.last_id is None else {"last-event-id": self.last_id}
             try:
-                self._conn = await open_sse(self.host, self.port, self.path, self, headers=headers)
+                self._conn = await open_sse(
+                    self.host, self.port, self.path, self, headers=self._headers()
+                )
             except (OSError, HttpError) as exc:
                 failures += 1
                 self.errors.append(f"connect: {exc!r}")

@@ -13,19 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from tokenwire.bench.records import TokenCheck, check_tokens
-from tokenwire.bench.wire import HttpError, SseEvent, open_sse, path_with, post_json
+from tokenwire.bench.sessions import ResumingStream
+from tokenwire.bench.wire import HttpError, open_sse, post_json
 from tokenwire.simulator.script import expected_tokens
 
 RECONNECT_DELAY_S = 0.25
 POST_TIMEOUT_S = 30.0
-# An SSE id is ``<offset>`` or ``<epoch>-<offset>``: the offset orders events within an epoch.
-SSE_ID = re.compile(r"(?:(?P<epoch>.+)-)?(?P<offset>[0-9]+)")
 
 Edge = tuple[str, int]
 
@@ -70,34 +68,17 @@ class ChatRecord:
         return self.terminal == "done" and self.check().clean
 
 
-class FailoverStream:
+class FailoverStream(ResumingStream):
     """One session's SSE stream that moves to the next edge when its connection ends."""
 
     def __init__(
         self, chat: int, edges: list[Edge], first: int, session_id: str, token: str
     ) -> None:
+        super().__init__(session_id, token)
         self.chat = chat
         self.edges = edges
         self.edge_index = first
-        self.path = path_with(f"/v1/sessions/{session_id}/events", {"token": token})
         self.records: dict[str, ChatRecord] = {}
-        self.last_id: str | None = None
-        self._last_position: tuple[str | None, int] | None = None
-        self.id_violations = 0
-        self.reconnects = 0
-        self.errors: list[str] = []
-        self.connected = asyncio.Event()
-        self._stopping = False
-        self._conn: Any = None
-        self._task: asyncio.Task[None] | None = None
-
-    def on_event(self, event: SseEvent) -> None:
-        if event.id is not None:
-            self._check_order(event.id)
-        data = json.loads(event.data)
-        request_id = data.get("request_id")
-        if isinstance(request_id, str):
-            self.record(request_id).add(event.event, data, event.at)
 
     def record(self, request_id: str) -> ChatRecord:
         """The request's record, made by whichever comes first: its POST's answer or its first
@@ -107,39 +88,11 @@ class FailoverStream:
             record = self.records[request_id] = ChatRecord(self.chat, request_id)
         return record
 
-    def _check_order(self, sse_id: str) -> None:
-        match = SSE_ID.fullmatch(sse_id)
-        if match is None:
-            self.id_violations += 1
-            self.errors.append(f"unreadable SSE id {sse_id!r}")
-            return
-        position = (match["epoch"], int(match["offset"]))
-        last = self._last_position
-        if last is not None and last[0] == position[0] and position[1] <= last[1]:
-            self.id_violations += 1  # a duplicate or a step back
-        self._last_position, self.last_id = position, sse_id
-
-    def on_comment(self, at: float) -> None:
-        pass
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        self._stopping = True
-        if self._conn is not None:
-            self._conn.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
     async def _run(self) -> None:
         while not self._stopping:
             host, port = self.edges[self.edge_index]
-            headers = {} if self.last_id is None else {"last-event-id": self.last_id}
             try:
-                self._conn = await open_sse(host, port, self.path, self, headers=headers)
+                self._conn = await open_sse(host, port, self.path, self, headers=self._headers())
             except (OSError, HttpError) as exc:
                 self.errors.append(f"connect {port}: {exc!r}"[:200])
                 self._next_edge()

@@ -23,7 +23,7 @@ from tokenwire.faults.chats import ChatOutcome, ChatPlan, ChatRecord, run_chat
 from tokenwire.faults.observe import Gaps, GroupWatch, gaps_across
 from tokenwire.faults.stack import EDGES, WORKERS, FaultStack
 from tokenwire.kafka_clients import new_admin
-from tokenwire.replay.verify import verify_log
+from tokenwire.replay.verify import VerifyReport, verify_log
 from tokenwire.services import kafka
 from tokenwire.settings import Settings
 
@@ -218,11 +218,11 @@ async def _all_streaming(outcome: ChatOutcome, chats: int) -> None:
 
 
 def _result(
-    name: str, ctx: Context, watch: GroupWatch, report: object, fault_s: float, chats: int
+    name: str, ctx: Context, watch: GroupWatch, report: VerifyReport, fault_s: float, chats: int
 ) -> ScenarioResult:
     records = ctx.outcome.records
     not_exact = [_describe(r) for r in records if not r.exact]
-    findings = [f"{f.check}: {f.message}" for f in report.errors]  # type: ignore[attr-defined]
+    findings = [f"{f.check}: {f.message}" for f in report.errors]
     return ScenarioResult(
         name=name,
         chats=chats,
@@ -233,7 +233,7 @@ def _result(
         id_violations=ctx.outcome.id_violations,
         reconnects=ctx.outcome.reconnects,
         client_errors=ctx.outcome.errors[:20],
-        verify_ok=bool(report.ok),  # type: ignore[attr-defined]
+        verify_ok=report.ok,
         verify_findings=findings[:20],
         gaps=gaps_across(records, ctx.fault_at, ctx.fault_at + fault_s),
         group_stable_s=watch.stable_again_s(ctx.fault_at),
