@@ -7,8 +7,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-# Additive versioning: a new optional field keeps the version; a change in meaning bumps it.
-SCHEMA_VERSION = 1
+# Additive versioning: a new optional field or event type bumps the version (2: the OpenAI chat
+# surface, tool calls, cancel); old records still decode. A change in meaning would be a new model.
+SCHEMA_VERSION = 2
 
 # A session id names a Kafka topic (chat.session.<id>): '.' and '_' collide in Kafka's metric
 # names, so only letters, digits and '-' pass.

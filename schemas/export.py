@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from schemas.alerts import RiskAlert
+from schemas.control import ControlRecord
 from schemas.lifecycle import LifecycleEvent
 from schemas.requests import ChatRequest
 from schemas.session_events import SessionEvent
@@ -20,6 +21,7 @@ EXPORTS: dict[str, TypeAdapter[Any]] = {
     "session-event": TypeAdapter(SessionEvent),
     "lifecycle-event": TypeAdapter(LifecycleEvent),
     "risk-alert": TypeAdapter(RiskAlert),
+    "control-record": TypeAdapter(ControlRecord),
 }
 
 

@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 from pydantic import Field, TypeAdapter
 
 from schemas.common import SCHEMA_VERSION, Contract, RequestId, SessionId, UserId, now
+from schemas.messages import ToolCall
 from schemas.session_events import Timings, Usage
 
 
@@ -48,13 +49,30 @@ class FirstToken(_LifecycleBase):
     ttft_s: float
 
 
+class FinalMessage(Contract):
+    """The assistant message a request produced, as a client assembles it from the stream."""
+
+    content: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    refusal: str | None = None
+    reasoning: str | None = None
+
+
 class Completed(_LifecycleBase):
+    """A request that ended with ``done``; ``finish_reason: "cancelled"`` when it was stopped."""
+
     type: Literal["completed"] = "completed"
     finish_reason: str
     usage: Usage
     timings: Timings
     retries: int = 0
     answer: str
+    # Version 2: the whole message (``answer`` is its content); absent in version-1 records.
+    message: FinalMessage | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self.finish_reason == "cancelled"
 
 
 class Failed(_LifecycleBase):
@@ -63,6 +81,8 @@ class Failed(_LifecycleBase):
     message: str
     retries: int = 0
     timings: Timings
+    # Version 2: the failed attempts' estimated usage (``ErrorEvent.usage``); None in version 1.
+    usage: Usage | None = None
 
 
 LifecycleEvent = Annotated[Accepted | FirstToken | Completed | Failed, Field(discriminator="type")]

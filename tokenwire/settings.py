@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     events_topic: str = "chat.events"
     alerts_topic: str = "chat.alerts"
     dead_letter_topic: str = "chat.requests.dlq"
+    # Cancels (schemas/control.py): as many partitions as requests, same key.
+    control_topic: str = "chat.control"
+    control_retention_ms: int = 7 * 24 * 3600 * 1000
     session_topic_prefix: str = "chat.session."
     # Audit retention (ms); -1 keeps forever.
     requests_retention_ms: int = 30 * 24 * 3600 * 1000

@@ -82,6 +82,11 @@ def core_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             settings.events_topic, settings.requests_partitions, settings.events_retention_ms
         ),
+        # Partition for partition with chat.requests: a session's cancel lands in the partition
+        # with its requests' number (schemas/control.py).
+        TopicSpec(
+            settings.control_topic, settings.requests_partitions, settings.control_retention_ms
+        ),
         TopicSpec(settings.alerts_topic, 1, settings.alerts_retention_ms),
         TopicSpec(settings.dead_letter_topic, 1, settings.dead_letter_retention_ms),
     ]
@@ -127,8 +132,20 @@ async def ensure_core_topics(settings: Settings) -> None:
         await create_topics(
             admin, core_topics(settings), await cluster_replication(admin, settings)
         )
+        await _check_copartitioned(admin, settings.requests_topic, settings.control_topic)
     finally:
         await admin.close()
+
+
+async def _check_copartitioned(admin: AIOKafkaAdminClient, *topics: str) -> None:
+    """A session's cancels reach its worker only if both topics have as many partitions."""
+    described = await admin.describe_topics(list(topics))
+    counts = {d["topic"]: len(d.get("partitions") or ()) for d in described}
+    if len(set(counts.values())) > 1:
+        raise TopicError(
+            f"topics must have the same number of partitions: {counts}; add partitions to the "
+            "smaller (kafka-topics --alter --partitions) before starting"
+        )
 
 
 class SessionTopics:

@@ -42,4 +42,4 @@ def test_readers_ignore_fields_added_by_newer_producers() -> None:
 def test_the_chat_request_schema_rejects_an_unknown_role() -> None:
     schema = json.loads((JSON_DIR / "chat-request.schema.json").read_text())
     roles = schema["$defs"]["ChatMessage"]["properties"]["role"]["enum"]
-    assert sorted(roles) == ["assistant", "system", "user"]
+    assert sorted(roles) == ["assistant", "developer", "system", "tool", "user"]

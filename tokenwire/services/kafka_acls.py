@@ -5,9 +5,10 @@ Least privilege from what each process really does (read from its code):
 - ``edge``: produces requests (idempotent); creates a session's topic on POST (CREATE only: it
   can never *write* one, so a compromised edge cannot inject tokens into a session); follows
   session topics and alerts with manual assignment (no group); reads requests and events back
-  for per-user usage (``api/usage_ledger.py``); may write ``chat.control``.
+  for per-user usage (``api/usage_ledger.py``); writes cancels to ``chat.control``.
 - ``worker``: its Faust group (``worker_id``) reads requests and events; writes events, alerts,
-  the DLQ and session topics; reads a session topic back on redelivery; creates/deletes session
+  the DLQ and session topics; reads a session topic and ``chat.control`` (no group) back on
+  redelivery and follows its partitions of ``chat.control``; creates/deletes session
   topics (janitor); creates the core topics at start and its own changelogs (``<worker_id>-``).
 - ``auditor``: reads and describes every tokenwire topic (``tokenwire replay`` assigns partitions
   by hand and commits nothing): no write, no create, no group.
@@ -33,7 +34,6 @@ from aiokafka.protocol.api import Request
 from tokenwire.errors import ServiceError
 from tokenwire.settings import Settings
 
-CONTROL_TOPIC = "chat.control"  # named by the security model; no code produces it yet
 CLUSTER_NAME = "kafka-cluster"
 ANY_HOST = "*"
 
@@ -99,19 +99,23 @@ def acl_table(settings: Settings) -> list[Acl]:
     )  # fmt: skip
     s = settings
     session = [s.session_topic_prefix]
-    core = [s.requests_topic, s.events_topic, s.alerts_topic, s.dead_letter_topic]
+    core = [
+        s.requests_topic, s.events_topic, s.alerts_topic, s.dead_letter_topic, s.control_topic
+    ]
     idempotent = Operation.IDEMPOTENT_WRITE
     return [
         # edge
         *_grants("edge", T, [s.requests_topic], LIT, W, R, D),
         *_grants("edge", T, [s.events_topic, s.alerts_topic], LIT, R, D),
-        *_grants("edge", T, [CONTROL_TOPIC], LIT, W, D),
+        *_grants("edge", T, [s.control_topic], LIT, W, D),
         *_grants("edge", T, session, PRE, CR, R, D),
         *_grants("edge", C, [CLUSTER_NAME], LIT, idempotent),
         # worker
         *_grants("worker", T, [s.requests_topic], LIT, R, D, CR),
         *_grants("worker", T, [s.events_topic], LIT, R, W, D, CR),
         *_grants("worker", T, [s.alerts_topic, s.dead_letter_topic], LIT, W, D, CR),
+        # cancels: assigned by hand, read (no group); created with the core topics
+        *_grants("worker", T, [s.control_topic], LIT, R, D, CR),
         *_grants("worker", T, session, PRE, CR, W, R, D, DEL),
         *_grants("worker", T, [f"{s.worker_id}-"], PRE, CR, R, W, D),
         *_grants("worker", G, [s.worker_id], LIT, R, D),
