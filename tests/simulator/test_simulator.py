@@ -5,17 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
-import pytest_asyncio
-import uvicorn
 
 from tokenwire.simulator import (
     DEFAULT_TOKENS,
@@ -25,7 +21,6 @@ from tokenwire.simulator import (
     parse_directives,
 )
 from tokenwire.simulator.script import CallCounter
-from tokenwire.simulator.server import create_app
 
 MODEL = "gpt-4o-mini"
 FAST = "tps=100000"  # per-request pacing override; the app itself runs with ttft_ms=0
@@ -37,30 +32,6 @@ def conversation(text: str) -> list[dict[str, Any]]:
         {"role": "system", "content": "You are a test."},
         {"role": "user", "content": f"{text} {uuid.uuid4().hex}"},
     ]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def sim_url() -> AsyncIterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    app = create_app(ttft_ms=0, tokens_per_s=5000)
-    config = uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        assert not task.done(), "simulator exited before it started"
-        await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await asyncio.wait_for(task, timeout=10)
-    sock.close()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def client(sim_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{sim_url}/v1", api_key="x", max_retries=0) as c:
-        yield c
 
 
 async def stream_text(client: openai.AsyncOpenAI, messages: list[dict[str, Any]]) -> str:
@@ -271,7 +242,11 @@ async def test_raw_frames_are_exactly_openai_sse(sim_url: str) -> None:
     chunks = [json.loads(f.removeprefix("data: ")) for f in frames[:-1]]
     assert all(f.startswith("data: {") for f in frames[:-1])
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[0]["choices"][0]["delta"] == {
+        "role": "assistant",
+        "content": "",
+        "refusal": None,
+    }
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
     assert chunks[-2]["choices"][0] == {
         "index": 0,

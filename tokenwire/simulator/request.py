@@ -1,8 +1,10 @@
 """Parse and validate a ``POST /v1/chat/completions`` body the way OpenAI does.
 
-Only the fields the simulator acts on are checked; anything else (temperature, tools, ...)
-is accepted and ignored. Each problem raises :class:`WireError` with OpenAI's message,
-``param`` and ``code`` so clients see a familiar 400.
+Every field of OpenAI's chat request is accepted. The ones the simulator acts on, and
+the shapes a client most easily gets wrong (messages and their content parts, tools,
+tool_choice, response_format, stop, sampling ranges, logprobs, metadata), are checked;
+each problem raises :class:`WireError` with OpenAI's message, ``param`` and ``code`` so
+clients see a familiar 400. Unknown fields are ignored, as a gateway forwards them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,18 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from tokenwire.simulator.request_checks import (
+    check_options,
+    check_part,
+    check_response_format,
+    check_tool_calls,
+    check_tool_order,
+    int_in_range,
+    invalid_type,
+    optional_bool,
+    required_string,
+    show,
+)
 from tokenwire.simulator.wire import WireError
 
 ROLES = ("system", "assistant", "user", "function", "tool", "developer")
@@ -23,6 +37,8 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     max_tokens: int | None
+    top_logprobs: int | None = None  # None: no logprobs; else alternatives per token
+    response_format: dict[str, Any] | None = None
 
 
 def parse_body(raw: bytes) -> ChatRequest:
@@ -37,19 +53,23 @@ def parse_body(raw: bytes) -> ChatRequest:
             "but what was sent was not valid JSON.)",
         ) from None
     if not isinstance(body, dict):
-        raise _invalid_type("body", body, "an object")
+        raise invalid_type("body", body, "an object")
     return parse_request(body)
 
 
 def parse_request(body: dict[str, Any]) -> ChatRequest:
-    stream = _optional_bool(body, "stream") or False
+    stream = optional_bool(body, "stream") or False
     _check_n(body)
+    model, messages = _model(body), _messages(body)
+    check_options(body)
     return ChatRequest(
-        model=_model(body),
-        messages=_messages(body),
+        model=model,
+        messages=messages,
         stream=stream,
         include_usage=_include_usage(body, stream=stream),
         max_tokens=_max_tokens(body),
+        top_logprobs=_top_logprobs(body),
+        response_format=_response_format(body),
     )
 
 
@@ -58,7 +78,7 @@ def _model(body: dict[str, Any]) -> str:
     if model is None or model == "":
         raise WireError(400, "you must provide a model parameter")
     if not isinstance(model, str):
-        raise _invalid_type("model", model, "a string")
+        raise invalid_type("model", model, "a string")
     return model
 
 
@@ -72,7 +92,7 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
         )
     messages = body["messages"]
     if not isinstance(messages, list):
-        raise _invalid_type("messages", messages, "an array")
+        raise invalid_type("messages", messages, "an array")
     if not messages:
         raise WireError(
             400,
@@ -83,12 +103,13 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
         )
     for i, message in enumerate(messages):
         _check_message(i, message)
+    check_tool_order(messages)
     return messages
 
 
 def _check_message(i: int, message: Any) -> None:
     if not isinstance(message, dict):
-        raise _invalid_type(f"messages[{i}]", message, "an object")
+        raise invalid_type(f"messages[{i}]", message, "an object")
     role = message.get("role")
     if role is None:
         raise WireError(
@@ -101,13 +122,44 @@ def _check_message(i: int, message: Any) -> None:
         supported = ", ".join(f"'{r}'" for r in ROLES[:-1]) + f", and '{ROLES[-1]}'"
         raise WireError(
             400,
-            f"Invalid value: {_show(role)}. Supported values are: {supported}.",
+            f"Invalid value: {show(role)}. Supported values are: {supported}.",
             param=f"messages[{i}].role",
             code="invalid_value",
         )
     content = message.get("content")
     if content is not None and not isinstance(content, str | list):
-        raise _invalid_type(f"messages[{i}].content", content, "one of a string or an array")
+        raise invalid_type(f"messages[{i}].content", content, "one of a string or an array")
+    if isinstance(content, list):
+        for j, part in enumerate(content):
+            check_part(f"messages[{i}].content[{j}]", part)
+    if role == "assistant" and message.get("tool_calls") is not None:
+        check_tool_calls(f"messages[{i}].tool_calls", message["tool_calls"])
+    if role == "tool":
+        required_string(message, "tool_call_id", f"messages[{i}].")
+
+
+def _top_logprobs(body: dict[str, Any]) -> int | None:
+    logprobs = optional_bool(body, "logprobs")
+    top = body.get("top_logprobs")
+    if top is not None:
+        int_in_range(body, "top_logprobs", 0, 20)
+        if not logprobs:
+            raise WireError(
+                400,
+                "Invalid value for 'top_logprobs': 'logprobs' must be set to true when "
+                "'top_logprobs' is used.",
+                param="top_logprobs",
+                code="invalid_value",
+            )
+    return (top or 0) if logprobs else None
+
+
+def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    value = body.get("response_format")
+    if value is None:
+        return None
+    check_response_format(value)
+    return value
 
 
 def _include_usage(body: dict[str, Any], *, stream: bool) -> bool:
@@ -122,8 +174,8 @@ def _include_usage(body: dict[str, Any], *, stream: bool) -> bool:
             code="invalid_value",
         )
     if not isinstance(options, dict):
-        raise _invalid_type("stream_options", options, "an object")
-    return _optional_bool(options, "include_usage", prefix="stream_options.") or False
+        raise invalid_type("stream_options", options, "an object")
+    return optional_bool(options, "include_usage", prefix="stream_options.") or False
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None:
@@ -133,7 +185,7 @@ def _max_tokens(body: dict[str, Any]) -> int | None:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _invalid_type(name, value, "an integer")
+            raise invalid_type(name, value, "an integer")
         if value < 1:
             raise WireError(
                 400,
@@ -150,36 +202,3 @@ def _check_n(body: dict[str, Any]) -> None:
     n = body.get("n")
     if n is not None and n != 1:
         raise WireError(400, "The simulator only supports n=1.", param="n", code="invalid_value")
-
-
-def _optional_bool(body: dict[str, Any], name: str, *, prefix: str = "") -> bool | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, bool):
-        raise _invalid_type(prefix + name, value, "a boolean")
-    return value
-
-
-def _invalid_type(param: str, value: Any, expected: str) -> WireError:
-    return WireError(
-        400,
-        f"Invalid type for '{param}': expected {expected}, but got {_type_name(value)} instead.",
-        param=param,
-        code="invalid_type",
-    )
-
-
-def _type_name(value: Any) -> str:
-    names = {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a decimal",
-        str: "a string",
-        list: "an array",
-        dict: "an object",
-        type(None): "null",
-    }
-    return names.get(type(value), "an unknown type")
-
-
-def _show(value: Any) -> str:
-    return f"'{value}'" if isinstance(value, str) else json.dumps(value)

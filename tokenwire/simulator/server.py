@@ -1,7 +1,8 @@
 """The OpenAI-compatible simulator: a Starlette app served by uvicorn.
 
 ``POST /v1/chat/completions`` (stream and non-stream), ``GET /v1/models``,
-``GET /v1/models/{id}`` and ``GET /healthz``. What it answers is decided by
+``GET /v1/models/{id}``, ``GET /v1/_sim/closed`` (streams the client closed early) and
+``GET /healthz``. What it answers is decided by
 :mod:`tokenwire.simulator.script`; how it looks on the wire by
 :mod:`tokenwire.simulator.wire`. Streams are paced with ``asyncio.sleep`` against absolute
 deadlines, so a thousand concurrent streams cost a thousand sleeping coroutines.
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -33,8 +36,9 @@ from tokenwire.simulator.script import (
     CallCounter,
     CallPlan,
     DirectiveError,
-    content_text,
+    PromptCount,
     conversation_key,
+    count_prompt,
     last_user_text,
     parse_directives,
     plan_call,
@@ -49,12 +53,15 @@ from tokenwire.simulator.wire import (
     model_list,
     model_object,
     request_id,
+    role_delta,
     status_error,
 )
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODELS = ("gpt-4o-mini",)
+MAX_CLOSED_RECORDS = 1_000
+PROMPT_PREVIEW_CHARS = 256
 _INCOMPLETE_MSG = "ASGI callable returned without completing response."
 _deliberate_cut: ContextVar[bool] = ContextVar("tokenwire_sim_deliberate_cut", default=False)
 
@@ -75,25 +82,36 @@ def _install_cut_log_filter() -> None:
 # --- a body that can be cut -------------------------------------------------------------
 
 
+# (frame bytes, how many pieces they carry): the pump counts what the client was sent.
+Frames = AsyncIterator[tuple[bytes, int]]
+EarlyClose = Callable[[float, int], None]
+
+
 class BodyStream(Response):
     """Sends ``frames`` as they come; with ``cut`` the response is never completed.
 
     The pump runs beside a watcher of ``http.disconnect`` so a client that goes away
-    stops the pacing coroutine at once.
+    stops the pacing coroutine at once. When the client leaves before the last frame
+    was sent, ``on_early_close(closed_at, pieces_sent)`` is called; ``closed_at`` is
+    ``time.time()`` taken when the disconnect arrived, not when the pacing woke.
     """
 
     def __init__(
         self,
-        frames: AsyncIterator[bytes],
+        frames: Frames,
         *,
         headers: Mapping[str, str],
         cut: bool = False,
         status_code: int = 200,
+        on_early_close: EarlyClose | None = None,
     ) -> None:
         self.status_code = status_code
         self.background = None
         self.frames = frames
         self.cut = cut
+        self.on_early_close = on_early_close
+        self.pieces_sent = 0
+        self.all_sent = False
         self.init_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -107,21 +125,29 @@ class BodyStream(Response):
         finally:
             pump.cancel()
             watch.cancel()
+        if watch.done() and not watch.cancelled() and not self.all_sent:
+            if self.on_early_close is not None:
+                self.on_early_close(watch.result(), self.pieces_sent)
+            return
         if pump.done() and not pump.cancelled():
             pump.result()
             if self.cut:
                 _deliberate_cut.set(True)
 
     async def _pump(self, send: Send) -> None:
-        async for chunk in self.frames:
+        async for chunk, pieces in self.frames:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            self.pieces_sent += pieces
+        self.all_sent = True
         if not self.cut:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _wait_disconnect(receive: Receive) -> None:
+async def _wait_disconnect(receive: Receive) -> float:
+    """Waits for the client to go away; returns when it did (epoch seconds)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+    return time.time()
 
 
 # --- pacing -----------------------------------------------------------------------------
@@ -138,7 +164,7 @@ async def _sleep_until(deadline: float) -> None:
 
 
 class Pacer:
-    """Deadlines of token i: start + ttft + i / tps, shifted by any stall."""
+    """Deadlines of piece i: start + ttft + i / tps, shifted by any stall."""
 
     def __init__(self, plan: CallPlan, start: float) -> None:
         self._plan = plan
@@ -152,7 +178,7 @@ class Pacer:
         return self._base
 
     def deadline(self, index: int) -> float:
-        """When token ``index`` (the finish chunk: index = len) is due; ask in order."""
+        """When piece ``index`` (the finish chunk: index = len) is due; ask in order."""
         if self._plan.stall_after == index:
             late = max(0.0, _now() - self._at(index))
             self._base += late + self._plan.stall_s
@@ -162,53 +188,62 @@ class Pacer:
     def done_at(self) -> float:
         """When a non-streamed answer is complete."""
         stalls = self._plan.stall_s if self._plan.stall_after is not None else 0.0
-        return self._at(len(self._plan.tokens)) + stalls
-
-
-def prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
-    """A stable stand-in for tiktoken: words plus OpenAI's per-message overhead."""
-    return 3 + sum(4 + len(content_text(m.get("content")).split()) for m in messages)
+        return self._at(len(self._plan.pieces)) + stalls
 
 
 def schedule(
-    plan: CallPlan, writer: ChunkWriter, n_prompt: int, start: float
-) -> Iterator[tuple[float, bytes]]:
-    """(deadline, frame) of every frame of one streamed answer, lazily, in order."""
+    plan: CallPlan, writer: ChunkWriter, prompt: PromptCount, start: float
+) -> Iterator[tuple[float, bytes, int]]:
+    """(deadline, frame, pieces in it) of every frame of one streamed answer, in order.
+
+    A tool call opens with a header chunk (id, type, name) just before its first
+    argument fragment; call 0's header rides in the role chunk unless reasoning comes
+    first, as OpenAI sends it.
+    """
+    answer = plan.answer
     pacer = Pacer(plan, start)
-    yield pacer.first, writer.role()
-    total = len(plan.tokens)
+    yield pacer.first, writer.role(answer), 0
+    opened = {0} if "tool_calls" in role_delta(answer) else set()
+    total = len(answer.pieces)
     sent = total if plan.cut_after is None else min(plan.cut_after, total)
     for index in range(sent):
-        yield pacer.deadline(index), writer.content(plan.tokens[index])
+        piece = answer.pieces[index]
+        due = pacer.deadline(index)
+        if piece.kind == "arguments" and piece.index not in opened:
+            opened.add(piece.index)
+            yield due, writer.tool_header(answer.tool_calls[piece.index]), 0
+        yield due, writer.piece(piece, index, answer.seed), 1
     if plan.cut_after is not None:
-        logger.info("chat cut id=%s after_tokens=%d", writer.id, sent)
+        logger.info("chat cut id=%s after_pieces=%d", writer.id, sent)
         return
     done = pacer.deadline(total)
-    yield done, writer.finish(plan.finish_reason)
+    yield done, writer.finish(answer.finish_reason), 0
     if writer.include_usage:
-        yield done, writer.usage(n_prompt, total)
-    yield done, DONE_FRAME
+        yield done, writer.usage(answer, prompt), 0
+    yield done, DONE_FRAME, 0
 
 
-async def paced(frames: Iterator[tuple[float, bytes]]) -> AsyncIterator[bytes]:
+async def paced(frames: Iterator[tuple[float, bytes, int]]) -> Frames:
     """Each frame at its deadline; frames already due go out together in one write."""
     pending: list[bytes] = []
-    for deadline, frame in frames:
+    count = 0
+    for deadline, frame, pieces in frames:
         if deadline > _now():
             if pending:
-                yield b"".join(pending)
-                pending = []
+                yield b"".join(pending), count
+                pending, count = [], 0
             await _sleep_until(deadline)
         pending.append(frame)
+        count += pieces
     if pending:
-        yield b"".join(pending)
+        yield b"".join(pending), count
 
 
 # --- endpoints --------------------------------------------------------------------------
 
 
 class Simulator:
-    """The endpoints and their shared state (call counter, defaults)."""
+    """The endpoints and their shared state (call counter, early-close record, defaults)."""
 
     def __init__(
         self, *, ttft_ms: float, tokens_per_s: float, models: Sequence[str], max_keys: int
@@ -219,17 +254,20 @@ class Simulator:
         self.tokens_per_s = tokens_per_s
         self.models = list(dict.fromkeys(models))
         self.calls = CallCounter(max_keys)
+        self.closed: deque[dict[str, Any]] = deque(maxlen=MAX_CLOSED_RECORDS)
 
     async def chat_completions(self, request: Request) -> Response:
         start = asyncio.get_running_loop().time()
+        opened_at = time.time()
         chat = parse_body(await request.body())
         plan = self._plan(chat)
         logger.info(
-            "chat model=%s stream=%s messages=%d tokens=%d finish=%s call=%d fault=%s",
+            "chat model=%s stream=%s messages=%d pieces=%d tools=%d finish=%s call=%d fault=%s",
             chat.model,
             chat.stream,
             len(chat.messages),
-            len(plan.tokens),
+            len(plan.pieces),
+            len(plan.answer.tool_calls),
             plan.finish_reason,
             plan.call_index,
             plan.fault,
@@ -238,7 +276,7 @@ class Simulator:
         if plan.fail_status is not None:
             return _failure(plan, headers)
         if chat.stream:
-            return _streaming(chat, plan, headers, start)
+            return self._streaming(chat, plan, headers, start, opened_at)
         return await _complete(chat, plan, headers, start)
 
     def _plan(self, chat: ChatRequest) -> CallPlan:
@@ -253,7 +291,46 @@ class Simulator:
             max_tokens=chat.max_tokens,
             ttft_ms=self.ttft_ms,
             tokens_per_s=self.tokens_per_s,
+            response_format=chat.response_format,
         )
+
+    def _streaming(
+        self,
+        chat: ChatRequest,
+        plan: CallPlan,
+        headers: dict[str, str],
+        start: float,
+        opened_at: float,
+    ) -> Response:
+        writer = ChunkWriter(
+            model=chat.model, include_usage=chat.include_usage, top_logprobs=chat.top_logprobs
+        )
+        headers |= {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
+        frames = paced(schedule(plan, writer, count_prompt(chat.messages), start))
+        prompt = last_user_text(chat.messages)[:PROMPT_PREVIEW_CHARS]
+
+        def record_early_close(closed_at: float, pieces_sent: int) -> None:
+            self.closed.append(
+                {
+                    "id": writer.id,
+                    "prompt": prompt,
+                    "tokens_sent": pieces_sent,
+                    "opened_at": opened_at,
+                    "closed_at": closed_at,
+                }
+            )
+            logger.info("chat closed early id=%s tokens_sent=%d", writer.id, pieces_sent)
+
+        return BodyStream(
+            frames,
+            headers=headers,
+            cut=plan.cut_after is not None,
+            on_early_close=record_early_close,
+        )
+
+    async def closed_streams(self, request: Request) -> Response:
+        """``GET /v1/_sim/closed``: streams the client closed before their end, oldest first."""
+        return JSONResponse({"closed": list(self.closed)})
 
     async def list_models(self, request: Request) -> Response:
         return JSONResponse(model_list(self.models))
@@ -281,25 +358,15 @@ def _failure(plan: CallPlan, headers: dict[str, str]) -> Response:
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
-def _streaming(
-    chat: ChatRequest, plan: CallPlan, headers: dict[str, str], start: float
-) -> Response:
-    writer = ChunkWriter(model=chat.model, include_usage=chat.include_usage)
-    headers |= {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
-    frames = paced(schedule(plan, writer, prompt_tokens(chat.messages), start))
-    return BodyStream(frames, headers=headers, cut=plan.cut_after is not None)
-
-
 async def _complete(
     chat: ChatRequest, plan: CallPlan, headers: dict[str, str], start: float
 ) -> Response:
     await _sleep_until(Pacer(plan, start).done_at)
     body = completion(
         model=chat.model,
-        text="".join(plan.tokens),
-        finish_reason=plan.finish_reason,
-        prompt_tokens=prompt_tokens(chat.messages),
-        completion_tokens=len(plan.tokens),
+        answer=plan.answer,
+        prompt=count_prompt(chat.messages),
+        top_logprobs=chat.top_logprobs,
     )
     if plan.cut_after is None:
         return JSONResponse(body, headers=headers)
@@ -310,8 +377,8 @@ def _cut_json(payload: bytes, headers: dict[str, str]) -> Response:
     """Half of a JSON body under the full content-length: the client sees a short read."""
     headers |= {"content-type": "application/json", "content-length": str(len(payload))}
 
-    async def half() -> AsyncIterator[bytes]:
-        yield payload[: len(payload) // 2]
+    async def half() -> Frames:
+        yield payload[: len(payload) // 2], 0
 
     return BodyStream(half(), headers=headers, cut=True)
 
@@ -360,6 +427,7 @@ def create_app(
         Route("/v1/chat/completions", sim.chat_completions, methods=["POST"]),
         Route("/v1/models", sim.list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", sim.get_model, methods=["GET"]),
+        Route("/v1/_sim/closed", sim.closed_streams, methods=["GET"]),
         Route("/healthz", sim.healthz, methods=["GET"]),
     ]
     app = Starlette(

@@ -14,6 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokenwire.simulator.answer import Piece, ToolCall, logprob_entry
+from tokenwire.simulator.script import Answer, PromptCount
+
 DONE_FRAME = b"data: [DONE]\n\n"
 SYSTEM_FINGERPRINT = "fp_" + hashlib.sha256(b"tokenwire-sim").hexdigest()[:10]
 MODEL_CREATED = 1_700_000_000
@@ -42,14 +45,21 @@ def request_id() -> str:
 # --- usage ------------------------------------------------------------------------------
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+def usage(
+    prompt_tokens: int,
+    completion_tokens: int,
+    *,
+    reasoning_tokens: int = 0,
+    prompt_audio_tokens: int = 0,
+) -> dict[str, Any]:
+    """OpenAI's usage object; ``completion_tokens`` already includes the reasoning."""
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": prompt_audio_tokens},
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": reasoning_tokens,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
@@ -57,15 +67,62 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
     }
 
 
+def answer_usage(answer: Answer, prompt: PromptCount) -> dict[str, Any]:
+    return usage(
+        prompt.tokens,
+        answer.completion_tokens,
+        reasoning_tokens=answer.reasoning_count,
+        prompt_audio_tokens=prompt.audio_tokens,
+    )
+
+
 # --- streaming --------------------------------------------------------------------------
+
+
+def tool_header(call: ToolCall) -> dict[str, Any]:
+    """The delta entry that opens a streamed tool call: id, type, name, empty arguments."""
+    return {
+        "index": call.index,
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": ""},
+    }
+
+
+def role_delta(answer: Answer) -> dict[str, Any]:
+    """The first delta, shaped by what follows it, as OpenAI (and DeepSeek) send it."""
+    first = answer.pieces[0].kind if answer.pieces else "content"
+    if first == "reasoning":
+        return {"role": "assistant", "content": None, "reasoning_content": ""}
+    if answer.tool_calls:
+        header = [tool_header(answer.tool_calls[0])]
+        return {"role": "assistant", "content": None, "tool_calls": header, "refusal": None}
+    if answer.refusal:
+        return {"role": "assistant", "content": None, "refusal": ""}
+    return {"role": "assistant", "content": "", "refusal": None}
+
+
+def piece_delta(piece: Piece) -> dict[str, Any]:
+    if piece.kind == "content":
+        return {"content": piece.text}
+    if piece.kind == "reasoning":
+        return {"content": None, "reasoning_content": piece.text}
+    if piece.kind == "refusal":
+        return {"refusal": piece.text}
+    return {"tool_calls": [{"index": piece.index, "function": {"arguments": piece.text}}]}
 
 
 @dataclass(slots=True)
 class ChunkWriter:
-    """Renders the ``chat.completion.chunk`` frames of one stream."""
+    """Renders the ``chat.completion.chunk`` frames of one stream.
+
+    ``top_logprobs`` is None without ``logprobs: true``; otherwise content and refusal
+    chunks carry ``choices[0].logprobs`` with that many alternatives per token.
+    """
 
     model: str
     include_usage: bool
+    top_logprobs: int | None = None
     id: str = field(default_factory=completion_id)
     created: int = field(default_factory=lambda: int(time.time()))
     _prefix: str = field(init=False)
@@ -86,18 +143,42 @@ class ChunkWriter:
             "system_fingerprint": SYSTEM_FINGERPRINT,
         }
 
-    def _choice_chunk(self, delta: dict[str, Any], finish_reason: str | None) -> bytes:
+    def _choice_chunk(
+        self,
+        delta: dict[str, Any],
+        finish_reason: str | None,
+        logprobs: dict[str, Any] | None = None,
+    ) -> bytes:
         chunk = self._head()
         chunk["choices"] = [
-            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
         ]
         if self.include_usage:
             chunk["usage"] = None
         return frame(chunk)
 
-    def role(self) -> bytes:
-        """The first chunk: ``{"role": "assistant", "content": ""}``."""
-        return self._choice_chunk({"role": "assistant", "content": ""}, None)
+    def role(self, answer: Answer) -> bytes:
+        """The first chunk (for a tool call it also opens call 0)."""
+        delta = role_delta(answer)
+        logprobs = None
+        if self.top_logprobs is not None and delta.get("content") == "":
+            logprobs = {"content": [], "refusal": None}
+        return self._choice_chunk(delta, None, logprobs)
+
+    def piece(self, piece: Piece, position: int, seed: bytes) -> bytes:
+        """The chunk of one piece; ``position`` and ``seed`` fix its logprobs."""
+        if self.top_logprobs is None or piece.kind not in ("content", "refusal"):
+            if piece.kind == "content":
+                return self.content(piece.text)
+            return self._choice_chunk(piece_delta(piece), None)
+        entry = [logprob_entry(seed, position, piece.text, self.top_logprobs)]
+        logprobs = {"content": entry, "refusal": None}
+        if piece.kind == "refusal":
+            logprobs = {"content": None, "refusal": entry}
+        return self._choice_chunk(piece_delta(piece), None, logprobs)
+
+    def tool_header(self, call: ToolCall) -> bytes:
+        return self._choice_chunk({"tool_calls": [tool_header(call)]}, None)
 
     def content(self, token: str) -> bytes:
         return (self._prefix + dumps(token) + self._suffix).encode()
@@ -105,10 +186,10 @@ class ChunkWriter:
     def finish(self, finish_reason: str) -> bytes:
         return self._choice_chunk({}, finish_reason)
 
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+    def usage(self, answer: Answer, prompt: PromptCount) -> bytes:
         chunk = self._head()
         chunk["choices"] = []
-        chunk["usage"] = usage(prompt_tokens, completion_tokens)
+        chunk["usage"] = answer_usage(answer, prompt)
         return frame(chunk)
 
 
@@ -116,9 +197,19 @@ class ChunkWriter:
 
 
 def completion(
-    *, model: str, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int
+    *, model: str, answer: Answer, prompt: PromptCount, top_logprobs: int | None = None
 ) -> dict[str, Any]:
     """A whole ``chat.completion`` object."""
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": None if answer.tool_calls or answer.refusal else answer.content,
+        "refusal": answer.refusal_text,
+        "annotations": [],
+    }
+    if answer.tool_calls:
+        message["tool_calls"] = [call.wire() for call in answer.tool_calls]
+    if answer.reasoning_count:
+        message["reasoning_content"] = answer.reasoning
     return {
         "id": completion_id(),
         "object": "chat.completion",
@@ -127,19 +218,28 @@ def completion(
         "choices": [
             {
                 "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": text,
-                    "refusal": None,
-                    "annotations": [],
-                },
-                "logprobs": None,
-                "finish_reason": finish_reason,
+                "message": message,
+                "logprobs": _message_logprobs(answer, top_logprobs),
+                "finish_reason": answer.finish_reason,
             }
         ],
-        "usage": usage(prompt_tokens, completion_tokens),
+        "usage": answer_usage(answer, prompt),
         "system_fingerprint": SYSTEM_FINGERPRINT,
     }
+
+
+def _message_logprobs(answer: Answer, top_logprobs: int | None) -> dict[str, Any] | None:
+    if top_logprobs is None:
+        return None
+    entries: dict[str, list[dict[str, Any]]] = {"content": [], "refusal": []}
+    for position, piece in enumerate(answer.pieces):
+        if piece.kind in entries:
+            entries[piece.kind].append(
+                logprob_entry(answer.seed, position, piece.text, top_logprobs)
+            )
+    if answer.refusal:
+        return {"content": None, "refusal": entries["refusal"]}
+    return {"content": entries["content"], "refusal": None}
 
 
 # --- models -----------------------------------------------------------------------------
