@@ -160,6 +160,7 @@ class Aggregator:
             figures.observe_ttft(event.ttft_s, self.ttft_exact_max)
         elif isinstance(event, Completed):
             figures.completed += 1
+            figures.cancellations += int(event.cancelled)
             figures.retries += event.retries
             figures.tokens_in += event.usage.prompt_tokens
             figures.tokens_out += event.usage.completion_tokens
@@ -168,7 +169,9 @@ class Aggregator:
                 figures.gen_tokens += event.usage.completion_tokens
                 figures.gen_seconds += event.timings.finished_at - first
             flags = scan_answer(event.answer, event.finish_reason, self.scan_max_chars)
-            figures.refusals += int(flags.refusal)
+            # Version 2: a refusal the model streamed as such (``delta.refusal``) has no text.
+            refused = event.message is not None and event.message.refusal is not None
+            figures.refusals += int(flags.refusal or refused)
             window.scan_truncated += int(flags.truncated)
             self._add_pii(window, flags.pii)
         elif isinstance(event, Failed):

@@ -54,6 +54,7 @@ def rate_rows(window: UserWindow, *, final: bool) -> list[PointRow]:
             "requests": f.requests,
             "completed": f.completed,
             "failed": f.failed,
+            "cancellations": f.cancellations,
             "refusals": f.refusals,
             "retries": f.retries,
             "tokens_in": f.tokens_in,

@@ -56,8 +56,11 @@ class ModelFigures:
     """Rate figures of one (user, model) in one window."""
 
     requests: int = 0
+    # Requests that ended with ``done``, cancelled ones included (they are also in
+    # ``cancellations``), so ``completed + failed`` stays the number of finished requests.
     completed: int = 0
     failed: int = 0
+    cancellations: int = 0
     refusals: int = 0
     retries: int = 0
     tokens_in: int = 0
@@ -95,9 +98,9 @@ class ModelFigures:
 
     def add(self, other: ModelFigures, exact_max: int) -> None:
         """Sum ``other`` into these figures (a window of several users)."""
-        for name in ("requests", "completed", "failed", "refusals", "retries", "tokens_in",
-                     "tokens_out", "gen_tokens", "gen_seconds", "ttft_count", "ttft_sum",
-                     "active", "late_events"):  # fmt: skip
+        for name in ("requests", "completed", "failed", "cancellations", "refusals", "retries",
+                     "tokens_in", "tokens_out", "gen_tokens", "gen_seconds", "ttft_count",
+                     "ttft_sum", "active", "late_events"):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.ttft_hist = [a + b for a, b in zip(self.ttft_hist, other.ttft_hist, strict=True)]
         # Exact quantiles only while every value is kept (else ttft_quantile uses the histogram).

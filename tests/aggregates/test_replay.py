@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -11,10 +14,12 @@ import pytest
 from influxdb_client import InfluxDBClient
 
 from agents.aggregates.replay import replay_aggregates
+from schemas.session_events import CANCELLED
 from tests.aggregates.conftest import FAST_AGGREGATES, Stack, flux_rows, wait_rows
 from tests.aggregates.lifecycle_factory import by_time, request_events
 from tests.fixtures.services import make_unique_name
 from tokenwire.aggregates_settings import AggregatesSettings
+from tokenwire.bench.processes import child_env
 from tokenwire.kafka_clients import new_admin
 
 pytestmark = pytest.mark.slow
@@ -53,6 +58,7 @@ async def test_a_replay_into_a_fresh_bucket_equals_the_live_bucket(stack: Stack)
                 + request_events("bob", t0 + 6, prompt=injection, ttft_s=0.7)
                 + request_events("carol", t0 + 12, answer="I'm sorry, but I can't help with that")
                 + request_events("dave", t0 + 15, prompt="mail me: dave@example.com", retries=1)
+                + request_events("dave", t0 + 17, finish_reason=CANCELLED)
             )
         )
         await tick(stack, t0 + 35)
@@ -94,8 +100,20 @@ async def test_a_replay_into_a_fresh_bucket_equals_the_live_bucket(stack: Stack)
                 assert live[key] == replayed[key], key
             erin = replayed[("chat_rate", "erin", "gpt-test", "1m", _at(t0))]
             assert erin["requests"] == 6
+            dave = replayed[("chat_rate", "dave", "gpt-test", "10s", _at(t0 + 10))]
+            assert (dave["completed"], dave["cancellations"]) == (2, 1)
             alice_1m = replayed[("chat_rate", "alice", "gpt-test", "1m", _at(t0))]
             assert alice_1m["requests"] == 2, "the late accepted counted in the open 1m window"
+
+            # The same through the command line, as an operator runs it, into another bucket.
+            by_cli = _bucket(stack, make_unique_name("replay-cli"))
+            try:
+                done = await _replay_cli(stack, t0, t0 + 60, by_cli.name)
+                assert done.returncode == 0, done.stderr[-2000:]
+                assert f"points written: {written}" in done.stdout
+                assert points(stack, by_cli.name, t0, t0 + 60) == replayed
+            finally:
+                _drop_bucket(stack, by_cli)
         finally:
             with InfluxDBClient(url=stack.influx.url, token=stack.influx.token,
                                 org=stack.influx.org) as client:  # fmt: skip
@@ -109,6 +127,31 @@ async def test_a_replay_into_a_fresh_bucket_equals_the_live_bucket(stack: Stack)
     finally:
         await admin.close()
     assert f"{stack.settings.worker_id}-replay" not in groups, "the replay joined no group"
+
+
+def _bucket(stack: Stack, name: str) -> Any:
+    with InfluxDBClient(url=stack.influx.url, token=stack.influx.token,
+                        org=stack.influx.org) as client:  # fmt: skip
+        return client.buckets_api().create_bucket(bucket_name=name, org=stack.influx.org)
+
+
+def _drop_bucket(stack: Stack, bucket: Any) -> None:
+    with InfluxDBClient(url=stack.influx.url, token=stack.influx.token,
+                        org=stack.influx.org) as client:  # fmt: skip
+        client.buckets_api().delete_bucket(bucket)
+
+
+async def _replay_cli(
+    stack: Stack, since: float, until: float, bucket: str
+) -> subprocess.CompletedProcess[str]:
+    env = child_env(stack.settings) | stack.agg_env
+    argv = [sys.executable, "-m", "tokenwire.cli", "replay", "aggregates", "--since",
+            str(since), "--until", str(until), "--bucket", bucket]
+    process = await asyncio.create_subprocess_exec(
+        *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    return subprocess.CompletedProcess(argv, process.returncode or 0, out.decode(), err.decode())
 
 
 def _at(seconds: float) -> Any:

@@ -14,6 +14,7 @@ import pytest
 
 from api.throttle import AlertThrottle, follow_alerts
 from schemas.alerts import RiskAlert
+from schemas.session_events import CANCELLED
 from tests.aggregates.conftest import Stack, new_stack, rate_flux
 from tests.aggregates.lifecycle_factory import by_time, request_events
 from tests.fixtures.pipeline import WorkerProcess
@@ -81,6 +82,26 @@ async def test_closed_windows_land_with_every_figure(live: tuple[Stack, WorkerPr
         lambda rows: bool(rows),
     )
     assert risk[0]["_value"] == 3
+
+
+async def test_a_cancelled_completion_is_counted_as_a_cancellation_and_a_completion(
+    live: tuple[Stack, WorkerProcess],
+) -> None:
+    stack, _ = live
+    t0 = base_time()
+    await stack.publish(
+        by_time(
+            request_events("cora", t0 + 1, finish_reason=CANCELLED, completion_tokens=7)
+            + request_events("cora", t0 + 2)
+        )
+    )
+    await tick(stack, t0 + 30)
+    rows = await stack.wait_rows(
+        rate_flux(stack.bucket, "cora"), lambda rows: any(r.get("final") for r in rows)
+    )
+    final = next(r for r in rows if r.get("final"))
+    assert (final["requests"], final["completed"], final["cancellations"]) == (2, 2, 1)
+    assert (final["failed"], final["tokens_out"]) == (0, 27), "a stop is not a failure"
 
 
 async def test_late_events_are_counted_not_dropped(live: tuple[Stack, WorkerProcess]) -> None:

@@ -19,16 +19,20 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import BaseModel
 
 from schemas import dead_letter as dl
-from schemas.lifecycle import Accepted, Completed, Failed
+from schemas.lifecycle import Accepted, Completed, Failed, FinalMessage
+from schemas.messages import ToolCall
 from schemas.requests import ChatMessage, ChatRequest
 from schemas.session_events import (
     DoneEvent,
     ErrorEvent,
+    ReasoningEvent,
+    RefusalEvent,
     RetryEvent,
     SessionEvent,
     StartEvent,
     Timings,
     TokenEvent,
+    ToolCallEvent,
     Usage,
 )
 from tokenwire.replay.log_reader import LogReader, Record
@@ -47,6 +51,7 @@ def replay_settings(bootstrap: str, tag: str, **overrides: Any) -> Settings:
         "events_topic": f"{tag}.events",
         "alerts_topic": f"{tag}.alerts",
         "dead_letter_topic": f"{tag}.dlq",
+        "control_topic": f"{tag}.control",
         "session_topic_prefix": f"{tag}.session.",
         "worker_id": f"{tag}-worker",
     }
@@ -78,6 +83,17 @@ class Stream:
     def token(self, text: str) -> TokenEvent:
         return TokenEvent(**self._ids(), text=text, received_at=self.at + 0.1)
 
+    def tool_call(self, index: int, arguments: str, *, id: str | None = None,
+                  name: str | None = None) -> ToolCallEvent:
+        return ToolCallEvent(**self._ids(), index=index, id=id, name=name, arguments=arguments,
+                             received_at=self.at + 0.1)
+
+    def refusal(self, text: str) -> RefusalEvent:
+        return RefusalEvent(**self._ids(), text=text, received_at=self.at + 0.1)
+
+    def reasoning(self, text: str) -> ReasoningEvent:
+        return ReasoningEvent(**self._ids(), text=text, received_at=self.at + 0.1)
+
     def retry(self, reason: str = "stream_cut") -> RetryEvent:
         self.attempt, self.seq = self.attempt + 1, 0
         return RetryEvent(**self._ids(), reason=reason, delay_s=0.05)
@@ -86,10 +102,12 @@ class Stream:
         return Timings(accepted_at=self.at, first_token_at=self.at + 0.1, finished_at=self.at + 1,
                        ttft_s=0.1, duration_s=1.0)
 
-    def done(self, completion_tokens: int = 2) -> DoneEvent:
+    def done(self, completion_tokens: int = 2, *, finish_reason: str = "stop",
+             tool_calls: list[ToolCall] | None = None) -> DoneEvent:
         usage = Usage(prompt_tokens=5, completion_tokens=completion_tokens,
                       total_tokens=5 + completion_tokens)
-        return DoneEvent(**self._ids(), finish_reason="stop", usage=usage, timings=self.timings())
+        return DoneEvent(**self._ids(), finish_reason=finish_reason, usage=usage,
+                         timings=self.timings(), tool_calls=tool_calls or [])
 
     def error(self, code: str = "http_400", message: str = "bad request") -> ErrorEvent:
         return ErrorEvent(**self._ids(), code=code, message=message, retryable=False)
@@ -120,9 +138,12 @@ class ScriptedLog:
         )
 
     async def request(self, session_id: str, request_id: str | None, text: str, *,
-                      user_id: str = "u-audit", at: float | None = None) -> ChatRequest:
+                      user_id: str = "u-audit", at: float | None = None,
+                      history: list[ChatMessage] | None = None) -> ChatRequest:
+        """A request whose last message is the user's ``text``, after ``history``."""
+        messages = [*(history or []), ChatMessage(role="user", content=text)]
         chat = ChatRequest(request_id=request_id, session_id=session_id, user_id=user_id,
-                           messages=[ChatMessage(role="user", content=text)], model=MODEL)
+                           messages=messages, model=MODEL)
         await self._send(self.settings.requests_topic, chat.model_dump_json().encode(),
                          session_id, at)
         return chat
@@ -151,13 +172,15 @@ class ScriptedLog:
         await self._send(self.settings.events_topic, event.model_dump_json().encode(), user_id, at)
 
     async def answered(self, stream: Stream, chat: ChatRequest, answer: str, *,
-                       retries: int = 0, at: float | None = None) -> None:
+                       retries: int = 0, at: float | None = None, finish_reason: str = "stop",
+                       message: FinalMessage | None = None) -> None:
+        """``accepted`` and ``completed``; ``message`` given: a version-2 record."""
         common = _common(chat)
         await self.lifecycle(Accepted(**common, attempt=1, at=stream.at), at=at)
         await self.lifecycle(
-            Completed(**common, attempt=stream.attempt, finish_reason="stop",
+            Completed(**common, attempt=stream.attempt, finish_reason=finish_reason,
                       usage=Usage(prompt_tokens=5, completion_tokens=2, total_tokens=7),
-                      timings=stream.timings(), retries=retries, answer=answer),
+                      timings=stream.timings(), retries=retries, answer=answer, message=message),
             at=at,
         )
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
-import types
-from typing import Any
 
 import pytest
 
@@ -44,39 +41,11 @@ def test_bad_arguments_are_refused_by_the_parser(capsys: pytest.CaptureFixture[s
         parse_duration("0s")
 
 
-def test_aggregates_hands_over_to_the_aggregates_replay_with_a_fresh_group(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    calls: list[tuple[Any, ...]] = []
-
-    async def replay_aggregates(settings: Settings, since: float, until: float, bucket: float,
-                                *, group_id: str) -> int:
-        calls.append((settings, since, until, bucket, group_id))
-        return 0
-
-    stand_in = types.ModuleType("agents.aggregates.replay")
-    stand_in.replay_aggregates = replay_aggregates  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "agents.aggregates.replay", stand_in)
+def test_aggregates_refuses_the_live_worker_group() -> None:
     settings = Settings(worker_id="live-worker")
     argv = ["replay", "aggregates", "--since", "2025-01-01T00:00:00Z", "--until", "1735693200",
-            "--bucket", "5m"]
-
-    assert run(build_parser().parse_args(argv), settings) == 0
-    [(passed, since, until, bucket, group_id)] = calls
-    assert (passed, since, until, bucket) == (settings, 1735689600.0, 1735693200.0, 300.0)
-    assert group_id.startswith("tokenwire-replay-aggregates-") and group_id != "live-worker"
-    refused = build_parser().parse_args([*argv, "--group-id", "live-worker"])
-    assert run(refused, settings) == 2, "never the live worker group"
-
-
-def test_aggregates_without_the_aggregates_replay_is_a_clear_error(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setitem(sys.modules, "agents.aggregates.replay", None)  # import fails
-    args = build_parser().parse_args(["replay", "aggregates", "--since", "1", "--until", "2"])
-
-    assert run(args, Settings()) == 2
-    assert "aggregates replay is not available" in capsys.readouterr().err
+            "--group-id", "live-worker"]
+    assert run(build_parser().parse_args(argv), settings) == 2, "never the live worker group"
 
 
 def test_the_progress_bar_is_drawn_only_on_a_terminal() -> None:

@@ -29,7 +29,8 @@ async def test_a_transcript_has_prompts_final_answers_usage_errors_and_dead_lett
     ok, retried, failed = exchanges["r-ok"], exchanges["r-retry"], exchanges["r-fail"]
     assert ok["messages"] == [{"role": "user", "content": "Hello"}]
     assert (ok["status"], ok["answer"], ok["discarded"]) == ("done", "Hi there", [])
-    assert ok["usage"] == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    assert ok["usage"] == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
+                           "estimated": False}
     assert ok["timings"]["ttft_s"] == 0.1 and ok["source"] == "session_topic"
     assert retried["answer"] == "Full answer", "the discarded attempt is not merged"
     assert retried["discarded"] == ["Partial"] and retried["retries"] == 1

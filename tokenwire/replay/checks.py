@@ -10,7 +10,10 @@ for the given sessions and/or time range. Errors (any one fails the run):
 - ``wrong_session``: an event on another session's topic; ``bad_record``: undecodable event;
 - ``lifecycle``: no ``completed``/``failed`` record on the lifecycle topic, both a ``completed``
   and a ``failed`` one, copies of one that disagree, or one that contradicts the session topic
-  (other status, other answer text);
+  (other status, other answer text; for a version-2 record, a ``message`` whose content, tool
+  calls or refusal differ from what the stream folds to);
+- ``tool_calls``: ``done.tool_calls`` (assembled by the worker) differ from the request's
+  ``tool_call`` fragments;
 - ``duplicate_request``: one request id accepted more than once;
 - ``dead_letter``: a record the worker rejects that is not on the dead-letter topic.
 
@@ -29,8 +32,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from schemas.lifecycle import Completed
+from schemas.messages import ToolCall
 from schemas.session_events import TERMINAL_TYPES
-from tokenwire.answers import fold
+from tokenwire.answers import Answer, fold
 from tokenwire.replay.audit_log import (
     DeadLetter,
     LoggedEvent,
@@ -175,25 +179,118 @@ def check_outcomes(
                 f"{describe(terminals[0])}",
             )
         ]
-    if outcome.event.type == "completed":
-        text = fold(e.event.model_dump() for e in events)[request_id].text
-        if outcome.event.answer != text:
-            at = _first_difference(text, outcome.event.answer)
-            return [
-                error(
-                    "lifecycle",
-                    f"the answer at {outcome.where} differs from the session topic's text at "
-                    f"character {at} ({len(outcome.event.answer)} vs {len(text)} characters)",
-                )
-            ]
-    return []
+    if not isinstance(outcome.event, Completed):
+        return []
+    answer = fold(e.event.model_dump() for e in events)[request_id]
+    return [
+        error("lifecycle", f"{subject} at {outcome.where} {difference}")
+        for subject, difference in _message_problems(outcome.event, answer)
+    ]
+
+
+def _message_problems(completed: Completed, answer: Answer) -> list[tuple[str, str]]:
+    """How the ``completed`` record differs from the stream as a client folded it.
+
+    Version 1 records only have ``answer`` (the text); version 2 ones also have ``message``,
+    whose content, tool calls and refusal must be what the stream carried.
+    """
+    problems = []
+    if completed.answer != answer.text:
+        problems.append(("the answer", _text_difference(completed.answer, answer.text)))
+    message = completed.message
+    if message is None:
+        return problems
+    if message.content != answer.text:
+        problems.append(("message.content", _text_difference(message.content, answer.text)))
+    recorded, streamed = _fields(message.tool_calls), _streamed_fields(answer)
+    if recorded != streamed:
+        problems.append(("message.tool_calls", _calls_difference(recorded, streamed)))
+    if message.refusal != answer.refusal:
+        difference = _text_difference(message.refusal, answer.refusal, "refusal")
+        problems.append(("message.refusal", difference))
+    return problems
+
+
+def _text_difference(recorded: str | None, streamed: str | None, what: str = "text") -> str:
+    if recorded is None or streamed is None:
+        return (
+            f"is {_none_or_size(recorded)} but the session topic's {what} is "
+            f"{_none_or_size(streamed)}"
+        )
+    at = _first_difference(streamed, recorded)
+    return (
+        f"differs from the session topic's {what} at character {at} "
+        f"({len(recorded)} vs {len(streamed)} characters)"
+    )
+
+
+def _none_or_size(text: str | None) -> str:
+    return "absent" if text is None else f"{len(text)} characters"
+
+
+# (id, name, arguments) of a tool call: a fragment stream may leave id and name unset.
+CallFields = tuple[str | None, str | None, str]
+
+
+def _fields(calls: list[ToolCall]) -> list[CallFields]:
+    return [(c.id, c.function.name, c.function.arguments) for c in calls]
+
+
+def _streamed_fields(answer: Answer) -> list[CallFields]:
+    return [(d.id, d.name, d.arguments) for d in answer.tool_call_drafts]
+
+
+def _describe_call(index: int, call: CallFields) -> str:
+    return f"call {index} ({call[1]}, id {call[0]})"
+
+
+def _calls_difference(recorded: list[CallFields], streamed: list[CallFields]) -> str:
+    """The first tool call that differs, named by its index in the message."""
+    for index, (mine, theirs) in enumerate(zip(recorded, streamed, strict=False)):
+        if mine[:2] != theirs[:2]:
+            return (
+                f"differ from the session topic's: {_describe_call(index, mine)} vs "
+                f"{_describe_call(index, theirs)}"
+            )
+        if mine[2] != theirs[2]:
+            at = _first_difference(theirs[2], mine[2])
+            return (
+                f"differ from the session topic's: {_describe_call(index, mine)} arguments "
+                f"differ at character {at} ({len(mine[2])} vs {len(theirs[2])} characters)"
+            )
+    return (
+        f"hold {len(recorded)} call(s) but the session topic's tool_call events "
+        f"assemble {len(streamed)}"
+    )
+
+
+def check_reported_tool_calls(
+    request_id: str, session_id: str, events: list[LoggedEvent]
+) -> list[Finding]:
+    """``done.tool_calls`` (assembled by the worker) against the fragments before it."""
+    done = next((e for e in events if e.event.type == "done"), None)
+    if done is None:
+        return []
+    answer = fold(e.event.model_dump() for e in events[: events.index(done) + 1])[request_id]
+    reported, streamed = _fields(answer.reported_tool_calls or []), _streamed_fields(answer)
+    if reported == streamed:
+        return []
+    return [
+        Finding(
+            "error",
+            "tool_calls",
+            f"the tool calls of {describe(done)} {_calls_difference(reported, streamed)}",
+            session_id,
+            request_id,
+        )
+    ]
 
 
 def _content(outcome: LoggedOutcome) -> tuple[object, ...]:
     """What a copy sent again must repeat: the outcome, not the moment it was logged."""
     e = outcome.event
     if isinstance(e, Completed):
-        return (e.type, e.attempt, e.answer, e.finish_reason, e.usage)
+        return (e.type, e.attempt, e.answer, e.finish_reason, e.usage, e.message)
     return (e.type, e.attempt, e.code, e.message)
 
 
@@ -253,6 +350,7 @@ def check_session(
             findings += check_outcomes(request_id, session, None, mine, settings.events_topic)
         elif events:
             findings += check_events(request_id, session, events)
+            findings += check_reported_tool_calls(request_id, session, events)
             findings += check_outcomes(request_id, session, events, mine, settings.events_topic)
         else:
             message = f"no events on {log.topic}"

@@ -1,11 +1,14 @@
 """A session's conversation rebuilt from the log: prompts, answers, attempts, timings, errors.
 
 Answers are folded with ``tokenwire.answers.fold``, the rule every client applies, so a
-transcript shows what the client was shown: a ``retry`` drops the partial text of the attempt
-before it, and the transcript lists that text as discarded instead of merging it. When the
-session topic is gone (deleted by the janitor, or past retention) the answer comes from the
-``completed``/``failed`` record on the lifecycle topic, and the transcript says so; a record
-written twice (re-sent after a worker crash, schemas/lifecycle.py) shows once: the first copy.
+transcript shows what the client was shown: text, tool calls (name and arguments), a refusal and
+reasoning; a ``retry`` drops the partial output of the attempt before it, and the transcript
+lists that attempt as discarded instead of merging it. A request stopped through the cancel
+endpoint is marked cancelled (its answer is what was generated until then). When the session
+topic is gone (deleted by the janitor, or past retention) the answer comes from the
+``completed``/``failed`` record on the lifecycle topic (its ``message`` in version 2), and the
+transcript says so; a record written twice (re-sent after a worker crash, schemas/lifecycle.py)
+shows once: the first copy.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from schemas.lifecycle import Completed
+from schemas.messages import ToolCall
 from schemas.session_events import (
     DoneEvent,
     ErrorEvent,
@@ -23,7 +28,7 @@ from schemas.session_events import (
     Timings,
     TokenEvent,
 )
-from tokenwire.answers import fold
+from tokenwire.answers import Answer, ToolCallDraft, apply, fold
 from tokenwire.replay.audit_log import (
     DeadLetter,
     LoggedEvent,
@@ -47,6 +52,8 @@ class AttemptView:
     opened_by: str  # start | retry
     reason: str | None
     text: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # as in ``Exchange``
+    refusal: str | None = None
     ended_by: str | None = None  # done | error | None: cut short, superseded by the next one
 
 
@@ -60,10 +67,15 @@ class Exchange:
     model: str | None
     requested_at: float
     where: str
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]  # as OpenAI takes them (ChatMessage.wire)
     source: Source
     status: str  # done | error | streaming | unknown
     answer: str = ""
+    # OpenAI's shape, {"id", "type", "function": {"name", "arguments"}}, in index order.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    refusal: str | None = None
+    reasoning: str | None = None
+    cancelled: bool = False
     discarded: list[str] = field(default_factory=list)
     attempts: list[AttemptView] = field(default_factory=list)
     retries: int = 0
@@ -87,6 +99,8 @@ def exchange_from_events(request: LoggedRequest, events: list[LoggedEvent]) -> E
     """An exchange as the session topic tells it (``events``: this request's, in log order)."""
     answer = fold(e.event.model_dump() for e in events)[request.request_id]
     attempts: list[AttemptView] = []
+    # Each attempt folded on its own, so a discarded one shows what it had streamed.
+    folded: list[dict[str, Answer]] = []
     done: DoneEvent | None = None
     error: ErrorEvent | None = None
     for logged in events:
@@ -94,14 +108,18 @@ def exchange_from_events(request: LoggedRequest, events: list[LoggedEvent]) -> E
         if isinstance(event, StartEvent | RetryEvent):
             reason = event.reason if isinstance(event, RetryEvent) else None
             attempts.append(AttemptView(event.attempt, event.type, reason))
+            folded.append({})
         elif not attempts:
             continue  # the attempt's opening event is gone (retention)
-        elif isinstance(event, TokenEvent):
-            attempts[-1].text += event.text
-        else:
+        elif isinstance(event, DoneEvent | ErrorEvent):
             attempts[-1].ended_by = event.type
             done = event if isinstance(event, DoneEvent) else done
             error = event if isinstance(event, ErrorEvent) else error
+        apply(folded[-1], event.model_dump())
+    for view, of_attempt in zip(attempts, folded, strict=True):
+        shown = of_attempt[request.request_id]
+        view.text, view.refusal = shown.text, shown.refusal
+        view.tool_calls = _wire_calls(shown.tool_call_drafts)
     fields = _request_fields(request)
     started = next((e.event for e in events if isinstance(e.event, StartEvent)), None)
     if fields["model"] is None and started is not None:
@@ -111,6 +129,10 @@ def exchange_from_events(request: LoggedRequest, events: list[LoggedEvent]) -> E
         source="session_topic",
         status=answer.status,
         answer=answer.text,
+        tool_calls=_wire_calls(answer.tool_call_drafts),
+        refusal=answer.refusal,
+        reasoning=answer.reasoning,
+        cancelled=answer.cancelled,
         discarded=list(answer.discarded),
         attempts=attempts,
         retries=answer.retries,
@@ -148,12 +170,17 @@ def exchange_from_outcome(request: LoggedRequest, outcome: LoggedOutcome | None)
     if outcome is None:
         return Exchange(**_request_fields(request), source="none", status="unknown")
     event = outcome.event
-    if event.type == "completed":
+    if isinstance(event, Completed):
+        message = event.message
         return Exchange(
             **_request_fields(request),
             source="lifecycle",
             status="done",
             answer=event.answer,
+            tool_calls=_dumped_calls(message.tool_calls) if message else [],
+            refusal=message.refusal if message else None,
+            reasoning=message.reasoning if message else None,
+            cancelled=event.cancelled,
             retries=event.retries,
             finish_reason=event.finish_reason,
             usage=event.usage.model_dump(),
@@ -178,8 +205,20 @@ def _request_fields(request: LoggedRequest) -> dict[str, Any]:
         "model": chat.model,
         "requested_at": request.where.timestamp,
         "where": str(request.where),
-        "messages": [{"role": m.role, "content": m.content} for m in chat.messages],
+        "messages": [m.wire() for m in chat.messages],
     }
+
+
+def _wire_calls(drafts: list[ToolCallDraft]) -> list[dict[str, Any]]:
+    """Folded calls in OpenAI's shape (``id``/``name`` None: the fragments never named it)."""
+    return [
+        {"id": d.id, "type": "function", "function": {"name": d.name, "arguments": d.arguments}}
+        for d in drafts
+    ]
+
+
+def _dumped_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    return [call.model_dump() for call in calls]
 
 
 async def load_transcript(
@@ -254,11 +293,11 @@ def render_text(transcript: Transcript) -> str:
             f"{format_time(x.requested_at)} · {x.where}"
         )
         for message in x.messages:
-            lines.append(_block(f"  {message['role']}: ", message["content"]))
-        lines.append(_block(f"  assistant [{_status(x)}]: ", x.answer or "(no answer)"))
+            lines += _message_lines(message)
+        lines += _answer_lines(x)
         for attempt in x.attempts:
             if len(x.attempts) > 1 or attempt.ended_by is None:
-                lines.append(_attempt_line(attempt, final=attempt is x.attempts[-1]))
+                lines += _attempt_lines(attempt, final=attempt is x.attempts[-1])
         if x.error:
             lines.append(f"  error: {x.error['code']}: {x.error['message']}")
         if x.usage:
@@ -266,6 +305,8 @@ def render_text(transcript: Transcript) -> str:
             lines.append(
                 f"  usage: prompt {u['prompt_tokens']} · completion {u['completion_tokens']} · "
                 f"total {u['total_tokens']}"
+                + (" · estimated (the stream ended before the usage chunk)"
+                   if u.get("estimated") else "")
             )
         if x.timings:
             lines.append(f"  timings: {_timings(x.timings)}")
@@ -289,17 +330,81 @@ def render_jsonl(transcript: Transcript) -> Iterator[str]:
 
 
 def _status(x: Exchange) -> str:
+    if x.cancelled:
+        return "CANCELLED, partial"
     if x.status == "done":
         return f"done, {x.finish_reason}"
     return x.status
 
 
-def _attempt_line(attempt: AttemptView, *, final: bool) -> str:
+def _message_lines(message: dict[str, Any]) -> list[str]:
+    """A request message: its text (other content parts named), tool calls, the call it answers."""
+    role = message["role"]
+    if message.get("tool_call_id"):
+        role += f" (for {message['tool_call_id']})"
+    lines = []
+    text = _content_text(message.get("content"))
+    if text or not (message.get("tool_calls") or message.get("refusal") is not None):
+        lines.append(_block(f"  {role}: ", text))
+    if message.get("refusal") is not None:
+        lines.append(_block(f"  {role} refusal: ", message["refusal"]))
+    lines += [_tool_call_line(f"  {role} ", call) for call in message.get("tool_calls") or []]
+    return lines
+
+
+def _content_text(content: str | list[dict[str, Any]] | None) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    shown = []
+    for part in content:
+        if part["type"] == "text":
+            shown.append(part["text"])
+        elif part["type"] == "refusal":
+            shown.append(f"[refusal: {part['refusal']}]")
+        else:
+            shown.append(f"[{part['type']}]")  # an image, audio or file: named, not shown
+    return " ".join(shown)
+
+
+def _answer_lines(x: Exchange) -> list[str]:
+    has_other = bool(x.tool_calls) or x.refusal is not None
+    lines = [
+        _block(
+            f"  assistant [{_status(x)}]: ",
+            x.answer or ("(no text)" if has_other else "(no answer)"),
+        )
+    ]
+    if x.reasoning is not None:
+        lines.append(_block("  assistant reasoning: ", x.reasoning))
+    if x.refusal is not None:
+        lines.append(_block("  assistant refusal: ", x.refusal))
+    lines += [_tool_call_line("  assistant ", call) for call in x.tool_calls]
+    if x.cancelled:
+        lines.append("  cancelled: stopped through the cancel endpoint; the answer is the part "
+                     "generated before the stop")  # fmt: skip
+    return lines
+
+
+def _tool_call_line(prefix: str, call: dict[str, Any]) -> str:
+    function = call["function"]
+    name = function["name"] or "(unnamed)"
+    return _block(
+        f"{prefix}tool call {name} · id {call['id'] or '(none)'}: ", function["arguments"]
+    )
+
+
+def _attempt_lines(attempt: AttemptView, *, final: bool) -> list[str]:
     opened = attempt.opened_by + (f" ({attempt.reason})" if attempt.reason else "")
     if final and attempt.ended_by is not None:
-        return f"  attempt {attempt.attempt} · {opened} · final, ended by {attempt.ended_by}"
+        return [f"  attempt {attempt.attempt} · {opened} · final, ended by {attempt.ended_by}"]
     state = "DISCARDED" if not final else "unfinished"
-    return _block(f"  attempt {attempt.attempt} · {opened} · {state}: ", attempt.text)
+    prefix = f"  attempt {attempt.attempt} · {opened} · {state}"
+    other = bool(attempt.tool_calls) or attempt.refusal is not None
+    lines = [_block(f"{prefix}: ", attempt.text)] if attempt.text or not other else []
+    if attempt.refusal is not None:
+        lines.append(_block(f"{prefix} refusal: ", attempt.refusal))
+    lines += [_tool_call_line(f"{prefix} ", call) for call in attempt.tool_calls]
+    return lines
 
 
 def _timings(timings: dict[str, Any]) -> str:

@@ -9,7 +9,8 @@ import pytest
 
 from agents.aggregates.aggregation import Aggregator, Output
 from agents.aggregates.points import ALERT, RATE, RISK, PointRow
-from schemas.lifecycle import LifecycleEvent
+from schemas.lifecycle import Completed, FinalMessage, LifecycleEvent
+from schemas.session_events import CANCELLED
 from tests.aggregates.lifecycle_factory import T0, by_time, request_events
 from tokenwire.aggregates_settings import AggregatesSettings
 
@@ -91,6 +92,44 @@ def test_a_window_closes_in_event_time_with_every_rate_figure() -> None:
     assert 0.0 <= float(risk.fields["score"]) <= 1.0
     # The 1-minute window of the same events is still open.
     assert not feed.final(RATE, user_id="u1", window="1m")
+
+
+def test_a_cancelled_completion_counts_as_a_cancellation_within_the_completions() -> None:
+    feed = Feed()
+    feed.send(
+        *by_time(
+            request_events("u1", T0 + 1, finish_reason=CANCELLED)
+            + request_events("u1", T0 + 2)
+            + request_events("u1", T0 + 3, fail_code="upstream_timeout")
+        )
+    )
+    feed.tick(T0 + 12)
+    f = one(feed.final(RATE, user_id="u1", window="10s")).fields
+    assert (f["requests"], f["completed"], f["cancellations"], f["failed"]) == (3, 2, 1, 1)
+
+
+def test_cancellations_of_users_past_the_series_cap_are_summed_into_other_users() -> None:
+    feed = Feed(influx_users_per_window=1)
+    feed.send(
+        *by_time(
+            request_events("first", T0 + 1)
+            + request_events("second", T0 + 2, finish_reason=CANCELLED)
+            + request_events("third", T0 + 3, finish_reason=CANCELLED)
+        )
+    )
+    feed.tick(T0 + 12, user_id="first")
+    other = one(feed.final(RATE, user_id="(other users)", window="10s")).fields
+    assert (other["completed"], other["cancellations"]) == (2, 2)
+
+
+def test_a_refusal_streamed_as_such_counts_as_a_refusal() -> None:
+    feed = Feed()
+    [accepted, first, completed] = request_events("u1", T0 + 1, answer="")
+    assert isinstance(completed, Completed)
+    refused = completed.model_copy(update={"message": FinalMessage(refusal="No.")})
+    feed.send(accepted, first, refused, *request_events("u1", T0 + 2, answer=""))
+    feed.tick(T0 + 12)
+    assert one(feed.final(RATE, user_id="u1", window="10s")).fields["refusals"] == 1
 
 
 def test_windows_follow_the_events_own_time_not_the_wall_clock() -> None:
