@@ -70,6 +70,19 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.cancel_latency = Histogram(
+            "tokenwire_worker_cancel_seconds",
+            "Cancel requested (the edge's clock) to the upstream stream closed.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cancels = Counter(
+            "tokenwire_worker_cancels_total",
+            "Requests ended by a cancel, by when it came: queued (never sent to the LLM), "
+            "generating, redelivered (found on chat.control after a crash).",
+            ["when"],
+            registry=r,
+        )
         self.active = Gauge(
             "tokenwire_worker_active_requests", "Generations in progress.", registry=r
         )

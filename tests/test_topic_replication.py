@@ -26,6 +26,7 @@ def _own_topics(cluster: Settings, **overrides: object) -> Settings:
     return cluster.model_copy(update={
         "requests_topic": f"{tag}.requests", "events_topic": f"{tag}.events",
         "alerts_topic": f"{tag}.alerts", "dead_letter_topic": f"{tag}.dlq",
+        "control_topic": f"{tag}.control",
         "session_topic_prefix": f"{tag}.session.", "mode": "development", **overrides,
     })  # fmt: skip
 

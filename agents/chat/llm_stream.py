@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import openai
 
@@ -29,12 +30,33 @@ from tokenwire.settings import Settings
 RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """One ``delta.tool_calls[]`` entry: the first of an index names id and function."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class Chunk:
     text: str
     received_at: float
     finish_reason: str | None = None
     usage: Usage | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    refusal: str = ""
+    # ``reasoning_content`` (DeepSeek, vLLM) or ``reasoning`` (OpenRouter): not OpenAI's own
+    # chat completions, which never streams reasoning text.
+    reasoning: str = ""
+    logprobs: list[dict[str, Any]] | None = None
+
+    @property
+    def has_output(self) -> bool:
+        """Carries model output (one completion token, roughly: what a cut stream is billed)."""
+        return bool(self.text or self.tool_calls or self.refusal or self.reasoning)
 
 
 def new_client(settings: Settings) -> openai.AsyncOpenAI:
@@ -54,7 +76,7 @@ async def stream_chunks(
     try:
         stream = await client.post(
             "/chat/completions",
-            body=_body(request, model),
+            body=request.provider_body(model),
             cast_to=object,
             stream=True,
             stream_cls=openai.AsyncStream[object],
@@ -69,12 +91,7 @@ async def stream_chunks(
                     "bad_chunk", "a stream chunk is not a JSON object", retryable=True
                 )
             for choice in completion_chunk.get("choices") or ():
-                delta = choice.get("delta") or {}
-                yield Chunk(
-                    text=delta.get("content") or "",
-                    received_at=received_at,
-                    finish_reason=choice.get("finish_reason"),
-                )
+                yield _choice_chunk(choice, received_at)
             usage = _usage(completion_chunk.get("usage"))
             if usage is not None:
                 yield Chunk(text="", received_at=received_at, usage=usage)
@@ -86,19 +103,68 @@ async def stream_chunks(
         await stream.close()
 
 
-def _body(request: ChatRequest, model: str) -> dict[str, object]:
-    """The chat completions request, as ``client.chat.completions.create`` would send it."""
-    body: dict[str, object] = {
-        "model": model,
-        "messages": [m.model_dump() for m in request.messages],
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
-    if request.max_tokens is not None:
-        body["max_tokens"] = request.max_tokens
-    return body
+def _choice_chunk(choice: Any, received_at: float) -> Chunk:
+    """One ``choices[]`` entry; text-only deltas (nearly all of them) take the short path."""
+    if not isinstance(choice, dict):
+        raise GenerationError("bad_chunk", "a choice is not a JSON object", retryable=True)
+    delta = choice.get("delta") or {}
+    text = _text(delta, "content")
+    finish_reason = choice.get("finish_reason")
+    raw_calls, refusal = delta.get("tool_calls"), delta.get("refusal")
+    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+    logprobs = choice.get("logprobs")
+    if not (raw_calls or refusal or reasoning or logprobs):
+        return Chunk(text, received_at, finish_reason)
+    return Chunk(
+        text,
+        received_at,
+        finish_reason,
+        tool_calls=_tool_calls(raw_calls),
+        refusal=_text(delta, "refusal"),
+        reasoning=reasoning if isinstance(reasoning, str) else "",
+        logprobs=_logprobs(logprobs),
+    )
+
+
+def _text(delta: dict[str, Any], key: str) -> str:
+    value = delta.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise GenerationError("bad_chunk", f"delta.{key} is not a string", retryable=True)
+    return value
+
+
+def _tool_calls(raw: Any) -> tuple[ToolCallDelta, ...]:
+    if not raw:
+        return ()
+    if not isinstance(raw, list):
+        raise GenerationError("bad_chunk", "delta.tool_calls is not an array", retryable=True)
+    return tuple(_tool_call(entry) for entry in raw)
+
+
+def _tool_call(entry: Any) -> ToolCallDelta:
+    if not isinstance(entry, dict) or not isinstance(entry.get("index"), int):
+        raise GenerationError("bad_chunk", "a tool call delta has no index", retryable=True)
+    function = entry.get("function") or {}
+    if not isinstance(function, dict):
+        raise GenerationError(
+            "bad_chunk", "a tool call's function is not an object", retryable=True
+        )
+    call_id, name = entry.get("id"), function.get("name")
+    return ToolCallDelta(
+        index=entry["index"],
+        id=call_id if isinstance(call_id, str) else None,
+        name=name if isinstance(name, str) else None,
+        arguments=_text(function, "arguments"),
+    )
+
+
+def _logprobs(raw: Any) -> list[dict[str, Any]] | None:
+    content = raw.get("content") if isinstance(raw, dict) else None
+    if not isinstance(content, list):
+        return None
+    return [entry for entry in content if isinstance(entry, dict)]
 
 
 def _usage(raw: object) -> Usage | None:

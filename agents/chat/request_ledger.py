@@ -23,11 +23,13 @@ from aiokafka import TopicPartition
 from pydantic import ValidationError
 
 from agents.chat.generation import Outcome
+from schemas.lifecycle import FinalMessage
 from schemas.session_events import (
     DoneEvent,
     ErrorEvent,
     StartEvent,
     Timings,
+    Usage,
     session_event_adapter,
 )
 from tokenwire.answers import fold
@@ -48,6 +50,19 @@ class RequestHistory:
     finished: bool = False
     # This request's events in log order (JSON mappings); kept only while reading one request.
     events: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def next_seq(self) -> int:
+        """The ``seq`` of the next event of the last attempt."""
+        seqs = [int(e.get("seq", -1)) for e in self.events if e.get("attempt") == self.last_attempt]
+        return max(seqs, default=-1) + 1
+
+    def partial_message(self) -> FinalMessage:
+        """What the last attempt on the log had produced (a client's view of it)."""
+        if not self.events:
+            return FinalMessage()
+        answer = fold(self.events).get(str(self.events[0].get("request_id")))
+        return answer.final_message() if answer is not None else FinalMessage()
 
     def outcome(self) -> Outcome | None:
         """What the generation returned, as the session topic tells it; None if unfinished."""
@@ -147,7 +162,7 @@ def _outcome(events: list[dict[str, Any]]) -> Outcome:
         answer = fold(events[: end + 1])[terminal.request_id]
         return Outcome(
             True, terminal.attempt, retries, terminal.timings, answer.text,
-            terminal.finish_reason, terminal.usage,
+            terminal.finish_reason, terminal.usage, message=answer.final_message(),
         )  # fmt: skip
     assert isinstance(terminal, ErrorEvent)
     accepted_at = terminal.emitted_at  # refused before any run began (session_busy)
@@ -160,7 +175,8 @@ def _outcome(events: list[dict[str, Any]]) -> Outcome:
         duration_s=terminal.emitted_at - accepted_at,
     )
     error = GenerationError(terminal.code, terminal.message, retryable=terminal.retryable)
-    return Outcome(False, terminal.attempt, retries, timings, error=error)
+    usage = terminal.usage or Usage()
+    return Outcome(False, terminal.attempt, retries, timings, error=error, usage=usage)
 
 
 def _run_opened_at(events: list[dict[str, Any]]) -> int:

@@ -11,6 +11,11 @@ therefore not generated again but has its record sent again, rebuilt from the se
 with the same content and timestamp: a crash between the two writes loses nothing, and readers
 count the record once per ``(type, request_id)`` (schemas/lifecycle.py).
 
+A cancel (agents/chat/cancellation.py) ends a request wherever it is: queued (never sent to the
+LLM), generating (the upstream stream is closed, the text so far kept), or delivered again after
+a crash (found on ``chat.control`` itself). It ends with ``done`` ``finish_reason: "cancelled"``
+and a ``completed`` record saying so.
+
 No record may wedge its partition (issue #11): decoding never raises, every failure of a valid
 request ends it with an ``error`` event, and writes Kafka refuses are retried in the record's
 own task (``write_retry``) while the agent goes on taking records.
@@ -29,6 +34,7 @@ import mode
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from agents.chat.cancellation import CancelRegistry, CancelSignal, ControlFollower, cancel_on_log
 from agents.chat.dead_letter import dead_letter
 from agents.chat.generation import Generation, Outcome
 from agents.chat.inflight import InflightRequests
@@ -47,15 +53,17 @@ from agents.chat.session_janitor import SessionJanitor
 from agents.chat.session_writer import SessionWriter, send
 from agents.chat.write_retry import WriteRetry
 from agents.metrics import WorkerMetrics
-from schemas.lifecycle import Accepted, Completed, Failed, FirstToken
+from schemas.lifecycle import Accepted, Completed, Failed, FinalMessage, FirstToken
 from schemas.requests import ChatRequest
-from schemas.session_events import Timings
+from schemas.session_events import CANCELLED, Timings, Usage
 from tokenwire.errors import GenerationError, TopicError
 from tokenwire.kafka_clients import new_admin, new_producer
 from tokenwire.settings import Settings
 from tokenwire.topics import SessionTopics, ensure_core_topics
 
 log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 60.0
 
 
 class ChatRuntime(mode.Service):
@@ -69,6 +77,7 @@ class ChatRuntime(mode.Service):
         self._per_session = settings.worker_max_pending_per_session
         self.marks = AssignmentMarks()
         self.acks = OrderedAcks(settings.worker_max_unacked)
+        self.cancels = CancelRegistry()
         self.ready = asyncio.Event()
 
     async def on_start(self) -> None:
@@ -82,6 +91,9 @@ class ChatRuntime(mode.Service):
         self.session_topics = SessionTopics(s, self.admin)
         self.janitor = SessionJanitor(s, self.admin, self.session_topics)
         self.add_future(self.janitor.run_forever())
+        self.control = ControlFollower(s, self.cancels, self.producer)
+        await self.control.start()
+        self.add_future(self.control.run_forever())
         self.ready.set()
         log.info(
             "chat runtime ready requests_topic=%s concurrency=%s",
@@ -92,6 +104,8 @@ class ChatRuntime(mode.Service):
     async def on_stop(self) -> None:
         await self.inflight.cancel()
         # on_start may have failed half-way: close what exists.
+        if (control := getattr(self, "control", None)) is not None:
+            await control.stop()
         if (producer := getattr(self, "producer", None)) is not None:
             await producer.stop()
         if (admin := getattr(self, "admin", None)) is not None:
@@ -105,6 +119,15 @@ class ChatRuntime(mode.Service):
         if not ours:
             return
         try:
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                await self.ready.wait()
+            # Control ends before request marks (cancellation.py says why the order matters).
+            await self.control.follow_from_end([tp.partition for tp in ours])
+        except Exception:
+            # Cancels of new requests on these partitions are missed until the next assignment;
+            # re-delivered ones are still checked on the log.
+            log.exception("could not follow chat.control at assignment partitions=%s", ours)
+        try:
             self.marks.set(await end_offsets(self.settings.kafka_connection, ours))
         except Exception:
             # Without marks every record is checked against its session topic: slower, still safe.
@@ -115,6 +138,9 @@ class ChatRuntime(mode.Service):
         await self.inflight.cancel(revoked)
         self.marks.drop(revoked)
         self.acks.forget(revoked)
+        ours = {tp.partition for tp in revoked if tp.topic == self.settings.requests_topic}
+        if ours and hasattr(self, "control"):
+            await self.control.unfollow(ours)
 
     # --- records -------------------------------------------------------------------------
     async def take(self, event: faust.EventT, stream: faust.StreamT) -> None:
@@ -170,16 +196,17 @@ class ChatRuntime(mode.Service):
         """Answer one request; any failure ends it with an ``error`` event. Acks it either way."""
         assert request.request_id is not None
         writer: SessionWriter | None = None
+        signal = self.cancels.register(request.request_id, request.session_id)
         try:
-            # The slot is taken only now that this session's earlier requests are done.
-            async with self.inflight.slot():
-                topic = await self.session_topics.ensure(request.session_id)
-                writer = self._writer(request, topic)
-                resume = await self._resume_point(request, topic, tp, offset)
-                if isinstance(resume, RequestHistory):
-                    await self._log_outcome_again(request, writer, resume)
-                else:
-                    await self._generate(request, writer, *resume)
+            topic = await self.session_topics.ensure(request.session_id)
+            writer = self._writer(request, topic)
+            if signal.requested:
+                # Cancelled while queued: ended without a generation slot.
+                await self._answer(request, writer, signal, tp, offset)
+            else:
+                # The slot is taken only now that this session's earlier requests are done.
+                async with self.inflight.slot():
+                    await self._answer(request, writer, signal, tp, offset)
         except asyncio.CancelledError:
             # Revoked or stopping: not acked, the record is delivered again and resumes.
             raise
@@ -191,7 +218,63 @@ class ChatRuntime(mode.Service):
             code, retryable = _error_code(exc)
             message = f"the request could not be completed ({type(exc).__name__})"
             await self._end_request(request, writer, code, message, retryable, tp, offset)
+        finally:
+            self.cancels.unregister(request.request_id)
         await self.acks.finish(tp, offset, stream)
+
+    async def _answer(
+        self,
+        request: ChatRequest,
+        writer: SessionWriter,
+        signal: CancelSignal,
+        tp: TopicPartition,
+        offset: int,
+    ) -> None:
+        """Generate, end as cancelled, or re-send the outcome of a request finished before."""
+        history = await self._history(request, writer.topic, tp, offset)
+        if history is not None and history.finished:
+            await self._log_outcome_again(request, writer, history)
+            return
+        if history is not None and not signal.requested:
+            if await cancel_on_log(self.settings, tp.partition, request):
+                signal.set()
+                self.metrics.cancels.labels("redelivered").inc()
+        if signal.requested:
+            if history is None or not history.events:
+                self.metrics.cancels.labels("queued").inc()
+            await self._end_cancelled(request, writer, history)
+            return
+        if history is not None and history.last_attempt:
+            await self._generate(request, writer, history.last_attempt + 1, REDELIVERED, signal)
+        else:
+            await self._generate(request, writer, 1, "", signal)
+
+    async def _end_cancelled(
+        self, request: ChatRequest, writer: SessionWriter, history: RequestHistory | None
+    ) -> None:
+        """A request cancelled before (or between) generations: never sent to the LLM again.
+
+        Its attempt on the log, if any, is closed where it stopped: its text is kept, and
+        ``done`` follows its last event."""
+        started = history is not None and bool(history.events)
+        if started:
+            assert history is not None
+            writer.resume(history.last_attempt, history.next_seq)
+        else:
+            await self._lifecycle(self._accepted(request, writer))
+            await writer.begin(1)
+        message = history.partial_message() if started and history else FinalMessage()
+        estimate = len(request.prompt_text) // 4
+        usage = Usage(prompt_tokens=estimate, total_tokens=estimate, estimated=True)
+        timings = _timings_until_now(writer.accepted_at)
+        await writer.done(CANCELLED, usage, timings, message.tool_calls)
+        log.info(
+            "cancelled before generating request_id=%s resumed=%s", request.request_id, started
+        )
+        outcome = Outcome(
+            True, writer.attempt, 0, timings, message.content, CANCELLED, usage, message=message
+        )
+        await self._finish(outcome, self._common(request, writer))
 
     async def _refuse_busy(
         self, request: ChatRequest, stream: faust.StreamT, tp: TopicPartition, offset: int
@@ -205,19 +288,14 @@ class ChatRuntime(mode.Service):
         await self._end_request(request, None, "session_busy", message, True, tp, offset)
         await self.acks.finish(tp, offset, stream)
 
-    async def _resume_point(
+    async def _history(
         self, request: ChatRequest, topic: str, tp: TopicPartition, offset: int
-    ) -> tuple[int, str] | RequestHistory:
-        """The first attempt to run and why; the history when the request already finished."""
+    ) -> RequestHistory | None:
+        """What the session topic says of a request that may be delivered again; None: new."""
         assert request.request_id is not None
         if not self.marks.may_be_redelivered(tp, offset):
-            return 1, ""
-        history = await read_history(self.settings.kafka_connection, topic, request.request_id)
-        if history.finished:
-            return history
-        if history.last_attempt:
-            return history.last_attempt + 1, REDELIVERED
-        return 1, ""
+            return None
+        return await read_history(self.settings.kafka_connection, topic, request.request_id)
 
     async def _log_outcome_again(
         self, request: ChatRequest, writer: SessionWriter, history: RequestHistory
@@ -313,23 +391,29 @@ class ChatRuntime(mode.Service):
         )
         return False
 
+    def _accepted(self, request: ChatRequest, writer: SessionWriter) -> Accepted:
+        prompt = request.prompt_text
+        return Accepted(
+            **self._common(request, writer),
+            attempt=1,
+            at=writer.accepted_at,
+            prompt_chars=len(prompt),
+            prompt_text=prompt,
+        )
+
     async def _generate(
-        self, request: ChatRequest, writer: SessionWriter, first_attempt: int, reason: str
+        self,
+        request: ChatRequest,
+        writer: SessionWriter,
+        first_attempt: int,
+        reason: str,
+        signal: CancelSignal,
     ) -> None:
         assert request.request_id is not None
         accepted_at = writer.accepted_at
         common = self._common(request, writer)
         if first_attempt == 1:
-            prompt = "\n".join(m.content for m in request.messages if m.role == "user")
-            await self._lifecycle(
-                Accepted(
-                    **common,
-                    attempt=1,
-                    at=accepted_at,
-                    prompt_chars=len(prompt),
-                    prompt_text=prompt,
-                )
-            )
+            await self._lifecycle(self._accepted(request, writer))
 
         async def on_first_token(at: float) -> None:
             self.metrics.ttft.observe(at - accepted_at)
@@ -338,13 +422,15 @@ class ChatRuntime(mode.Service):
             )
 
         generation = Generation(
-            self.settings, self.client, self.policy, self.metrics, writer, on_first_token
+            self.settings, self.client, self.policy, self.metrics, writer, on_first_token, signal
         )
         self.metrics.active.inc()
         try:
             outcome = await generation.run(first_attempt, reason)
         finally:
             self.metrics.active.dec()
+        if outcome.finish_reason == CANCELLED:
+            self.metrics.cancels.labels("generating").inc()
         await self._finish(outcome, common)
 
     async def _finish(
@@ -367,6 +453,7 @@ class ChatRuntime(mode.Service):
                 timings=outcome.timings,
                 retries=outcome.retries,
                 answer=outcome.answer,
+                message=outcome.message or FinalMessage(content=outcome.answer),
             )
         else:
             assert outcome.error is not None
@@ -378,6 +465,7 @@ class ChatRuntime(mode.Service):
                 message=outcome.error.message,
                 retries=outcome.retries,
                 timings=outcome.timings,
+                usage=outcome.usage if outcome.usage.estimated else None,
             )
         if not again:
             self.metrics.requests.labels(event.type).inc()

@@ -13,14 +13,19 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 
+from agents.chat.stream_output import REASONING, REFUSAL, TEXT, TOOL_CALL, Output
+from schemas.messages import ToolCall
 from schemas.requests import ChatRequest
 from schemas.session_events import (
     DoneEvent,
     ErrorEvent,
+    ReasoningEvent,
+    RefusalEvent,
     RetryEvent,
     StartEvent,
     Timings,
     TokenEvent,
+    ToolCallEvent,
     Usage,
 )
 
@@ -82,27 +87,68 @@ class SessionWriter:
         else:
             await self._send(RetryEvent(**self._ids(), reason=reason, delay_s=delay_s))
 
+    def resume(self, attempt: int, next_seq: int) -> None:
+        """Go on with an attempt already on the log (a re-delivered request being ended)."""
+        self.attempt, self._seq = attempt, next_seq
+
     async def token(self, text: str, received_at: float) -> None:
         await self._send(TokenEvent(**self._ids(), text=text, received_at=received_at))
 
-    async def done(self, finish_reason: str, usage: Usage, timings: Timings) -> None:
+    async def output(self, out: Output) -> None:
+        """The event of one coalesced lane of output (stream_output.py)."""
+        kind, index = out.lane
+        at = out.received_at
+        if kind == TEXT:
+            event: BaseModel = TokenEvent(
+                **self._ids(), text=out.text, received_at=at, logprobs=out.logprobs
+            )
+        elif kind == TOOL_CALL:
+            event = ToolCallEvent(
+                **self._ids(), index=index, id=out.tool_id, name=out.tool_name,
+                arguments=out.text, received_at=at,
+            )  # fmt: skip
+        elif kind == REFUSAL:
+            event = RefusalEvent(**self._ids(), text=out.text, received_at=at)
+        else:
+            assert kind == REASONING
+            event = ReasoningEvent(**self._ids(), text=out.text, received_at=at)
+        await self._send(event)
+
+    async def done(
+        self,
+        finish_reason: str,
+        usage: Usage,
+        timings: Timings,
+        tool_calls: list[ToolCall] | None = None,
+    ) -> None:
         # Every token must be on the broker before ``done`` is sent: a token batch the broker
         # refused while a later batch carrying ``done`` landed would leave a finished answer
         # with a hole. A failed token raises here and the attempt is retried instead.
         await self.flush()
         await self._send(
-            DoneEvent(**self._ids(), finish_reason=finish_reason, usage=usage, timings=timings)
+            DoneEvent(
+                **self._ids(), finish_reason=finish_reason, usage=usage, timings=timings,
+                tool_calls=tool_calls or [],
+            )
         )
         await self.flush()
 
     async def error(
-        self, code: str, message: str, *, retryable: bool, emitted_at: float | None = None
+        self,
+        code: str,
+        message: str,
+        *,
+        retryable: bool,
+        emitted_at: float | None = None,
+        usage: Usage | None = None,
     ) -> None:
         """``emitted_at``: the request's ``finished_at``, so its ``failed`` record can be rebuilt
         from this event alone (request_ledger.py)."""
         at = {} if emitted_at is None else {"emitted_at": emitted_at}
         await self._send(
-            ErrorEvent(**self._ids(), code=code, message=message, retryable=retryable, **at)
+            ErrorEvent(
+                **self._ids(), code=code, message=message, retryable=retryable, usage=usage, **at
+            )
         )
         await self.flush()
 

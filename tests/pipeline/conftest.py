@@ -49,3 +49,27 @@ def token_for(settings: Settings, session_id: str, user_id: str = "u-test") -> s
 
 def user_message(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
+
+
+@pytest.fixture
+async def cancel_chat(edge_url: str):  # type: ignore[no-untyped-def]
+    """POST the cancel endpoint as ``user_id`` with the session's write token."""
+
+    async def cancel(chat: dict[str, Any], user_id: str) -> httpx.Response:
+        headers = caller_headers(user_id) | {"X-Stream-Token": chat["write_token"]}
+        url = (f"{edge_url}/v1/sessions/{chat['session_id']}/requests/{chat['request_id']}"
+               "/cancel")
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await client.post(url, headers=headers)
+
+    return cancel
+
+
+async def lifecycle_of(settings: Settings, request_id: str, kind: str) -> dict[str, Any]:
+    """The ``kind`` record of a request on chat.events, once it is there."""
+    from tests.fixtures.kafka_reading import wait_for_record
+
+    return await wait_for_record(
+        settings.kafka_bootstrap, settings.events_topic,
+        lambda v: v.get("request_id") == request_id and v.get("type") == kind,
+    )

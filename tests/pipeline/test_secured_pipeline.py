@@ -36,6 +36,7 @@ def secured_pipeline(secured_kafka: SecuredKafka, simulator_url: str) -> Setting
         events_topic=cluster.events_topic,
         alerts_topic=cluster.alerts_topic,
         dead_letter_topic=cluster.dead_letter_topic,
+        control_topic=cluster.control_topic,
         session_topic_prefix=cluster.session_topic_prefix,
         worker_id=cluster.worker_id,
     )  # fmt: skip

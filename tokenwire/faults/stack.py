@@ -36,6 +36,7 @@ def fault_settings(cluster: Settings, tag: str) -> Settings:
         "events_topic": f"{tag}.events",
         "alerts_topic": f"{tag}.alerts",
         "dead_letter_topic": f"{tag}.dlq",
+        "control_topic": f"{tag}.control",
         "session_topic_prefix": f"{tag}.session.",
         "worker_id": f"{tag}-worker",
         "sim_port": sim_port,
