@@ -1,7 +1,8 @@
 """``create_app(settings)``: the edge as one Starlette app.
 
-Routes: ``POST /v1/chat``, ``GET /v1/sessions/{session_id}/events`` (SSE), ``GET /`` (chat
-page), ``/healthz``, ``/readyz``, ``/metrics``. The lifespan starts and stops the Kafka producer,
+Routes: ``POST /v1/chat``, ``GET /v1/sessions/{session_id}/events`` (SSE),
+``POST /v1/sessions/{session_id}/requests/{request_id}/cancel``, ``GET /`` (chat page),
+``/healthz``, ``/readyz``, ``/metrics``. The lifespan starts and stops the Kafka producer,
 admin client and the shared session hub (``app.state.runtime``).
 """
 
@@ -19,6 +20,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from api.auth.development import page_for_this_visit
+from api.cancel import post_cancel
 from api.errors import EXCEPTION_HANDLERS
 from api.health import healthz, readyz
 from api.ingress import post_chat
@@ -57,6 +59,10 @@ def create_app(settings: Settings) -> Starlette:
         Route(
             "/v1/sessions/{session_id}/events", session_events,
             methods=["GET"], name="session_events",
+        ),
+        Route(
+            "/v1/sessions/{session_id}/requests/{request_id}/cancel", post_cancel,
+            methods=["POST"], name="cancel_request",
         ),
         Route("/openapi.json", openapi_document, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

@@ -26,19 +26,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.auth.authenticator import Identity
-from api.errors import ApiError, auth_error, token_error
+from api.errors import ApiError
 from api.json_body import read_json_object
 from api.runtime import EdgeRuntime
-from api.stream_tokens import issue_token, verify_token
+from api.session_access import authenticate, authorise_session
+from api.stream_tokens import issue_token
 from api.usage_ledger import admission_headers
 from schemas.requests import ChatRequest
-from tokenwire.errors import AuthError, StreamTokenError, TopicError
+from tokenwire.errors import TopicError
 
 log = logging.getLogger(__name__)
 
 # The broker refuses records over ~1 MB by default; refuse bigger bodies before publishing.
 MAX_BODY_BYTES = 900_000
-WRITE_TOKEN_HEADER = "x-stream-token"
 SERVER_FIELDS = frozenset({"request_id", "created_at", "schema_version"})
 OUTCOME_BY_STATUS = {
     400: "bad_request",
@@ -68,13 +68,13 @@ async def post_chat(request: Request) -> JSONResponse:
 
 
 async def _accept(runtime: EdgeRuntime, request: Request) -> JSONResponse:
-    identity = await _authenticate(runtime, request)
+    identity = await authenticate(runtime, request)
     body = await read_json_object(request, max_bytes=MAX_BODY_BYTES)
     new_session = body.get("session_id") is None
     chat = _validate(body, runtime, identity)
     record = _serialised(chat)
     if not new_session:
-        _authorise_session(runtime, request, chat.session_id, identity)
+        authorise_session(runtime, request, chat.session_id, identity)
     # Checked and counted in one step, before the first await: requests in flight at the same
     # time cannot all pass the same quota. A request that is then not published is uncounted.
     runtime.quotas.check(identity, model=chat.model or "", new_session=new_session)
@@ -100,13 +100,6 @@ async def _accept(runtime: EdgeRuntime, request: Request) -> JSONResponse:
         },
         status_code=202,
     )
-
-
-async def _authenticate(runtime: EdgeRuntime, request: Request) -> Identity:
-    try:
-        return await runtime.auth.authenticate(request)
-    except AuthError as exc:
-        raise auth_error(exc) from exc
 
 
 def _stream_token(
@@ -144,20 +137,6 @@ def _validate(body: dict[str, Any], runtime: EdgeRuntime, identity: Identity) ->
     if max_tokens == chat.max_tokens:
         return chat
     return chat.model_copy(update={"max_tokens": max_tokens})
-
-
-def _authorise_session(
-    runtime: EdgeRuntime, request: Request, session_id: str, identity: Identity
-) -> None:
-    try:
-        claims = verify_token(
-            runtime.settings, request.headers.get(WRITE_TOKEN_HEADER),
-            session_id=session_id, scope="write",
-        )
-    except StreamTokenError as exc:
-        raise token_error(exc) from exc
-    if claims.user_id != identity.user_id:
-        raise ApiError(403, "forbidden", "the session belongs to another caller")
 
 
 def _serialised(chat: ChatRequest) -> bytes:

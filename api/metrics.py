@@ -30,6 +30,17 @@ OUTCOMES = (
     "risk_throttled",
     "unavailable",
 )
+# Outcomes of POST /v1/sessions/{id}/requests/{id}/cancel (api/cancel.py); no other value.
+CANCEL_OUTCOMES = (
+    "accepted",
+    "repeated",
+    "finished",
+    "bad_request",
+    "invalid",
+    "unauthorized",
+    "forbidden",
+    "unavailable",
+)
 # Why GET /v1/sessions/{id}/events was refused before streaming; no other label value.
 REFUSED_POSITION = "position_out_of_range"
 SSE_REFUSALS = (*REFUSALS, REFUSED_POSITION)
@@ -75,13 +86,24 @@ class EdgeMetrics:
             "Times the shared consumer was found broken and replaced.",
             registry=self.registry,
         )
+        self.cancels = Counter(
+            "tokenwire_edge_cancels",
+            "POST …/requests/{id}/cancel by outcome (accepted, repeated, finished, refusals).",
+            ["outcome"],
+            registry=self.registry,
+        )
         for outcome in OUTCOMES:
             self.requests.labels(outcome=outcome)
+        for outcome in CANCEL_OUTCOMES:
+            self.cancels.labels(outcome=outcome)
         for reason in SSE_REFUSALS:
             self.sse_refused.labels(reason=reason)
 
     def outcome(self, outcome: str) -> None:
         self.requests.labels(outcome=outcome).inc()
+
+    def cancel_outcome(self, outcome: str) -> None:
+        self.cancels.labels(outcome=outcome).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

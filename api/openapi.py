@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from schemas.common import SESSION_ID_PATTERN
+from schemas.control import CancelRequest
 from schemas.requests import ChatRequest
 
 REF = "#/components/schemas/{model}"
@@ -50,6 +51,29 @@ ACCEPTED = {
     },
 }
 
+CANCELLING = {
+    "type": "object",
+    "required": ["request_id", "session_id", "status"],
+    "properties": {
+        "request_id": {"type": "string"},
+        "session_id": {"type": "string"},
+        "status": {"type": "string", "enum": ["cancelling"]},
+        "repeated": {"type": "boolean"},
+    },
+}
+FINISHED = {
+    "type": "object",
+    "required": ["error", "status", "finish_reason"],
+    "properties": {
+        "error": ERROR["properties"]["error"],
+        "request_id": {"type": "string"},
+        "session_id": {"type": "string"},
+        "status": {"type": "string", "enum": ["finished"]},
+        "finish_reason": {"type": "string"},
+    },
+}
+REQUEST_ID = CancelRequest.model_json_schema()["properties"]["request_id"]
+
 
 def _error(description: str) -> dict[str, Any]:
     return {
@@ -61,7 +85,8 @@ def _error(description: str) -> dict[str, Any]:
 def _errors(*statuses: int) -> dict[str, Any]:
     names = {
         400: "malformed", 401: "not authenticated", 403: "not allowed", 404: "not found",
-        413: "too large", 416: "resume position outside the session", 422: "invalid",
+        409: "already finished", 413: "too large", 416: "resume position outside the session",
+        422: "invalid",
         429: "over a quota or cap", 503: "unavailable",
     }
     return {str(status): _error(names[status]) for status in statuses}
@@ -112,6 +137,37 @@ def build_document() -> dict[str, Any]:
                                 "content": {"text/event-stream": {}}},
                         "204": {"description": "the awaited request already finished"},
                         **_errors(400, 401, 403, 416, 429, 503),
+                    },
+                }
+            },
+            "/v1/sessions/{session_id}/requests/{request_id}/cancel": {
+                "post": {
+                    "operationId": "cancelRequest",
+                    "description": "Stop a generation: needs the caller's credential and the "
+                                   "session's write token in `X-Stream-Token`. Publishes a "
+                                   "cancel to the worker that owns the session; idempotent.",
+                    "security": security,
+                    "parameters": [
+                        {"name": "session_id", "in": "path", "required": True,
+                         "schema": {"type": "string", "pattern": SESSION_ID_PATTERN}},
+                        {"name": "request_id", "in": "path", "required": True,
+                         "schema": {"type": "string", "minLength": REQUEST_ID["minLength"],
+                                    "maxLength": REQUEST_ID["maxLength"]}},
+                        {"name": "X-Stream-Token", "in": "header", "required": True,
+                         "schema": {"type": "string"},
+                         "description": "the session's write token"},
+                    ],
+                    "responses": {
+                        "202": {
+                            "description": "cancel published (`repeated`: this edge had "
+                                           "already published one for the request)",
+                            "content": {"application/json": {"schema": CANCELLING}},
+                        },
+                        "409": {
+                            "description": "the request has already ended",
+                            "content": {"application/json": {"schema": FINISHED}},
+                        },
+                        **_errors(401, 403, 422, 503),
                     },
                 }
             },

@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from api.auth.authenticator import Authenticator
 from api.connection_limits import ConnectionLimits
+from api.finished_requests import FinishedRequests, PublishedCancels
 from api.metrics import EdgeMetrics
 from api.quotas import QuotaGate
 from api.session_hub import SessionHub
@@ -26,6 +27,7 @@ from tokenwire.topics import SessionTopics
 log = logging.getLogger(__name__)
 
 CLIENT_ID = "tokenwire-edge"
+MAX_FINISHED_REMEMBERED = 20_000
 
 
 class EdgeRuntime:
@@ -36,8 +38,13 @@ class EdgeRuntime:
         self.auth = Authenticator(settings)
         # Users with a live risk alert on chat.alerts (see api/throttle.py).
         self.throttle = AlertThrottle()
+        # Requests known to have ended, fed by the ledger's reading of chat.events (api/cancel.py).
+        self.finished = FinishedRequests(MAX_FINISHED_REMEMBERED)
+        self.cancels = PublishedCancels()
         # Every identity's usage, read back from the topics (see api/usage_ledger.py).
-        self.ledger = UsageLedger(settings, client_id=f"{CLIENT_ID}-ledger")
+        self.ledger = UsageLedger(
+            settings, client_id=f"{CLIENT_ID}-ledger", finished=self.finished
+        )
         self.quotas = QuotaGate(self.ledger, self.throttle, self.metrics.registry)
         self.hub = SessionHub(
             settings, self.metrics, client_id=f"{CLIENT_ID}-hub",

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from api.finished_requests import FinishedRequests
 from tokenwire.errors import TopicError
 from tokenwire.kafka_clients import new_consumer, stop_consumer
 from tokenwire.settings import Settings
@@ -117,8 +118,12 @@ def _drop_older(entries: OrderedDict[str, float], cutoff: float) -> None:
 
 
 class UsageLedger:
-    def __init__(self, settings: Settings, *, client_id: str) -> None:
+    def __init__(
+        self, settings: Settings, *, client_id: str, finished: FinishedRequests | None = None
+    ) -> None:
         self._settings = settings
+        # Told of every terminal record read, for the cancel endpoint's 409 (api/cancel.py).
+        self._finished = finished
         self._client_id = client_id
         self._live_window_s = settings.auth.live_session_window_s
         # A request with no terminal event after every attempt could have run stops counting.
@@ -280,6 +285,8 @@ class UsageLedger:
             return
         if kind not in TERMINAL_EVENT_TYPES or not isinstance(user, str):
             return
+        if self._finished is not None:
+            self._finished.note(event)
         at = record.timestamp / 1000
         if at < time.time() - self._horizon_s:
             return

@@ -44,6 +44,7 @@ def edge_settings(kafka_bootstrap: str, tag: str, **overrides: Any) -> Settings:
         "events_topic": f"{tag}.events",
         "alerts_topic": f"{tag}.alerts",
         "dead_letter_topic": f"{tag}.dlq",
+        "control_topic": f"{tag}.control",
         "requests_partitions": 1,
         "sse_ping_s": 1.0,
         "sse_retry_ms": 250,
