@@ -1,7 +1,8 @@
 """``tokenwire bench --quick`` at tiny scale against real processes: clean, and a full report.
 
 No timing is asserted: the numbers depend on the machine; what must hold anywhere is that every
-token arrives once and in order on both paths and that the outputs are complete.
+token arrives once and in order on both paths, that every cancelled stream ends ``cancelled`` with
+its upstream call seen closed by the simulator, and that the outputs are complete.
 """
 
 from __future__ import annotations
@@ -71,9 +72,29 @@ def test_idle_connections_are_held_with_heartbeats(quick_report) -> None:
     assert report["idle"]["heartbeats"]["min_heartbeats_per_connection"] >= 1
 
 
+def test_every_cancel_is_matched_to_a_closed_upstream_stream(quick_report) -> None:
+    report, out, _ = quick_report
+    cancel = report["cancel"]
+    assert cancel["streams"] == 3
+    assert cancel["clean"], cancel["error_samples"]
+    assert cancel["cancelled_ok"] == 3
+    assert cancel["missing_close"] == cancel["wrong_finish"] == cancel["not_accepted"] == 0
+    for stream in cancel["streams_detail"]:
+        assert stream["status"] == 202
+        assert stream["finish_reason"] == "cancelled"
+        assert stream["closed_at"] is not None and stream["closed_at"] >= stream["posted_at"]
+        assert stream["prefix_ok"], stream
+        assert stream["tokens_before_cancel"] >= 1
+    for key in ("post_to_upstream_closed_ms", "post_to_202_ms", "post_to_done_ms"):
+        assert cancel[key]["count"] == 3
+    assert "cancel POST → upstream connection closed" in (out / "results.md").read_text()
+
+
 def test_every_target_is_reported(quick_report) -> None:
     report, _, _ = quick_report
     names = [t["name"] for t in report["targets"]]
-    assert len(names) == 6
+    assert len(names) == 7
+    cancel = next(t for t in report["targets"] if t["name"].startswith("cancel"))
+    assert cancel["measured"]["cancelled_ok"] == "3/3"
     integrity = next(t for t in report["targets"] if "lost/" in t["name"])
     assert integrity["met"] is True

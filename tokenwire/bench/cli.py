@@ -1,7 +1,8 @@
 """``tokenwire bench``: the arguments, the run, and what is written (report, chart, table).
 
-Exit code 0 when every scenario was clean (no lost, duplicated or reordered token, no error);
-missed latency or memory targets are reported, not turned into a failure.
+Exit code 0 when every scenario was clean (no lost, duplicated or reordered token, no error;
+every cancel accepted, ended ``cancelled`` and closed its upstream stream); missed latency or
+memory targets are reported, not turned into a failure.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import asyncio
 import logging
 import signal
 from types import FrameType
+from typing import Any
 
 from tokenwire.bench import chart, report
+from tokenwire.bench.config import BenchConfig, from_args
 from tokenwire.bench.config import add_arguments as _add_arguments
-from tokenwire.bench.config import from_args
 from tokenwire.bench.runner import run_bench
 from tokenwire.settings import Settings
 
@@ -48,5 +50,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     (config.out / "results.md").write_text(table)
     print(table)
     print(f"report: {path}\nchart:  {png or 'not drawn (matplotlib missing)'}")
-    clean = next(t for t in result["targets"] if "lost/" in t["name"])["met"]
-    return 0 if clean else 1
+    return 0 if _clean(result, config) else 1
+
+
+def _clean(result: dict[str, Any], config: BenchConfig) -> bool:
+    clean = True
+    if config.streaming or config.idle_enabled:
+        clean = bool(next(t for t in result["targets"] if "lost/" in t["name"])["met"])
+    cancel = result.get("cancel")
+    return clean and (cancel is None or bool(cancel["clean"]))

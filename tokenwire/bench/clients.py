@@ -5,6 +5,9 @@ orchestrator sends one JSON command per line and reads one JSON answer per line:
 
 - ``{"cmd": "stream", "job": {...}}`` -> ``{"ready": true}``; then ``{"cmd": "go"}`` runs the
   sessions and answers with the outcome (requests, latencies, errors, own CPU seconds);
+- ``{"cmd": "cancel", "job": {...}}`` -> ``{"ready": true}``; ``go`` starts the cancel streams
+  (``cancels``) and answers ``{"generating": true}`` once each has its first token;
+  the next command lets them cancel and is answered with the outcome;
 - ``{"cmd": "idle", "host", "port", "sessions"}`` -> ``{"ready": true}``; then ``open`` (n),
   ``mark`` (reset heartbeat counters), ``report`` and ``close`` each answer a pool report.
 """
@@ -18,8 +21,10 @@ import logging
 import resource
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from tokenwire.bench.cancels import CancelJob, CancelRun
 from tokenwire.bench.idle import IdlePool
 from tokenwire.bench.sessions import StreamJob, run_stream_job
 
@@ -47,16 +52,32 @@ def _answer(payload: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def _stream(job: StreamJob) -> None:
+async def _run_on_go(run: Callable[[], Awaitable[Any]]) -> None:
+    """Ready, then run on ``go`` and answer with the outcome and this process's CPU."""
     _answer({"ready": True})
     command = await _read_command()
     if command.get("cmd") != "go":
         return
     cpu0, started = time.process_time(), time.time()
-    outcome = await run_stream_job(job)
+    outcome = await run()
     answer = dataclasses.asdict(outcome)
     answer |= {"cpu_s": time.process_time() - cpu0, "wall_s": time.time() - started}
     _answer(answer)
+
+
+async def _cancel(run: CancelRun) -> Any:
+    streams = asyncio.create_task(run.run())
+    try:
+        await run.all_generating()
+        _answer({"generating": True})
+        await _read_command()
+        released = time.process_time()
+        run.release.set()
+        outcome = await streams
+        outcome.phase_cpu_s = time.process_time() - released
+        return outcome
+    finally:
+        streams.cancel()
 
 
 async def _idle(pool: IdlePool) -> None:
@@ -79,7 +100,10 @@ async def main_async() -> int:
     raise_nofile_limit()
     command = await _read_command()
     if command.get("cmd") == "stream":
-        await _stream(StreamJob(**command["job"]))
+        stream_job = StreamJob(**command["job"])
+        await _run_on_go(lambda: run_stream_job(stream_job))
+    elif command.get("cmd") == "cancel":
+        await _run_on_go(lambda: _cancel(CancelRun(CancelJob(**command["job"]))))
     elif command.get("cmd") == "idle":
         await _idle(IdlePool(command["host"], int(command["port"]), command["sessions"]))
     return 0

@@ -30,12 +30,26 @@ class BenchConfig:
     idle_enabled: bool = True
     profile_at: int | None = None
     keep_topics: bool = False
+    # The cancel scenario: this many long answers, each cancelled mid-stream (0: not run).
+    cancel_streams: int = 25
+    cancel_tokens: int = 400
+    cancel_enabled: bool = True
+
+    @property
+    def runs_cancel(self) -> bool:
+        return self.cancel_enabled and self.cancel_streams > 0
+
+    @property
+    def needs_stack(self) -> bool:
+        """Simulator, worker, edge and relay are up for the streaming or the cancel part."""
+        return self.streaming or self.runs_cancel
 
 
 QUICK = BenchConfig(
     quick=True, concurrency=(4,), tps=50.0, ttft_ms=50.0, tokens=20, requests_per_session=2,
     ramp_s=0.2, idle=(200,), idle_sessions=10, ping_s=1.0, idle_hold_s=1.6, stream_clients=1,
     idle_clients=1, ingress="http", out=Path("bench-results"), request_timeout_s=60.0,
+    cancel_streams=3,
 )
 FULL = BenchConfig(
     quick=False, concurrency=(10, 25, 50, 100, 500, 1000), tps=30.0, ttft_ms=200.0, tokens=60,
@@ -52,6 +66,13 @@ def _ints(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError("expected positive integers separated by commas")
     return values
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("expected a count >= 0")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +94,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how long a client waits for an answer's terminal event")
     parser.add_argument("--ingress", choices=["http", "kafka"],
                         help="how requests enter: POST /v1/chat (default) or a Kafka publish")
-    parser.add_argument("--only", choices=["streaming", "idle"], help="run one part only")
+    parser.add_argument("--only", choices=["streaming", "idle", "cancel"],
+                        help="run one part only")
+    parser.add_argument("--cancel-streams", type=_count, metavar="N",
+                        help="concurrent streams cancelled mid-answer (full 25, quick 3; 0: skip)")
     parser.add_argument("--profile-at", type=int, metavar="N",
                         help="record py-spy profiles of worker and edge at concurrency N")
     parser.add_argument("--child-log-level", help="log level of sim/worker/edge/relay")
@@ -91,12 +115,15 @@ def from_args(args: argparse.Namespace) -> BenchConfig:
         "idle_clients": args.idle_clients, "ingress": args.ingress, "out": args.out,
         "request_timeout_s": args.request_timeout_s,
         "profile_at": args.profile_at, "log_level": args.child_log_level,
+        "cancel_streams": args.cancel_streams,
     }
     config = replace(base, **{k: v for k, v in overrides.items() if v is not None})
     if args.only == "streaming":
-        config = replace(config, idle_enabled=False)
+        config = replace(config, idle_enabled=False, cancel_enabled=False)
     elif args.only == "idle":
-        config = replace(config, streaming=False)
+        config = replace(config, streaming=False, cancel_enabled=False)
+    elif args.only == "cancel":
+        config = replace(config, streaming=False, idle_enabled=False)
     if args.keep_topics:
         config = replace(config, keep_topics=True)
     return config

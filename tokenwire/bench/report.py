@@ -17,6 +17,8 @@ SCHEMA = "tokenwire-bench/1"
 TARGET_CONCURRENCY = 100
 TARGET_TPS = 30.0
 TARGET_IDLE = 10_000
+TARGET_CANCEL_STREAMS = 25
+TARGET_CANCEL_P99_MS = 100.0
 
 
 def machine() -> dict[str, Any]:
@@ -71,7 +73,7 @@ def _target(name: str, target: str, measured: Any, met: bool | None, note: str =
 
 
 def targets(streaming: list[dict[str, Any]], idle: dict[str, Any] | None,
-            config: BenchConfig) -> list[dict[str, Any]]:
+            config: BenchConfig, cancel: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Each target of the issue with its measured value; ``met`` is None when not measured."""
     out = []
     at = next((s for s in streaming if s["concurrency"] == TARGET_CONCURRENCY), None)
@@ -102,7 +104,27 @@ def targets(streaming: list[dict[str, Any]], idle: dict[str, Any] | None,
     note = f"the baseline relay had {relay_errors} errors/lost tokens" if relay_errors else ""
     out.append(_target("pipeline: lost/duplicated/reordered tokens, errors", "0 in every scenario",
                        totals, clean and idle_clean and bool(streaming), note))
+    out.append(_cancel_target(cancel))
     return out
+
+
+def _cancel_target(cancel: dict[str, Any] | None) -> dict[str, Any]:
+    """Met when p99 is under the target at 25 streams and every cancel closed its upstream call
+    (one that did not has no latency at all, so a p99 of the others would flatter)."""
+    name = "cancel POST → upstream connection closed p99"
+    target = f"< {TARGET_CANCEL_P99_MS:g} ms at {TARGET_CANCEL_STREAMS} streams"
+    if cancel is None:
+        return _target(name, target, None, None, "not measured")
+    closed = cancel["post_to_upstream_closed_ms"]
+    measured = {"p50": closed["p50"], "p99": closed["p99"], "max": closed["max"],
+                "cancelled_ok": f"{cancel['cancelled_ok']}/{cancel['streams']}"}
+    if cancel["streams"] != TARGET_CANCEL_STREAMS:
+        return _target(name, target, measured, None,
+                       f"not at the target's scale: {cancel['streams']} streams")
+    fast = closed["p99"] is not None and closed["p99"] < TARGET_CANCEL_P99_MS
+    note = "" if cancel["clean"] else (
+        f"missing close {cancel['missing_close']}, wrong finish {cancel['wrong_finish']}")
+    return _target(name, target, measured, fast and cancel["clean"], note)
 
 
 def _idle_targets(idle: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -130,7 +152,8 @@ def _idle_targets(idle: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 
 def build(config: BenchConfig, streaming: list[dict[str, Any]], idle: dict[str, Any] | None,
-          *, tag: str, started: float, finished: float) -> dict[str, Any]:
+          cancel: dict[str, Any] | None = None, *, tag: str, started: float, finished: float
+          ) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "tag": tag,
@@ -141,7 +164,8 @@ def build(config: BenchConfig, streaming: list[dict[str, Any]], idle: dict[str, 
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
         "streaming": streaming,
         "idle": idle,
-        "targets": targets(streaming, idle, config),
+        "cancel": cancel,
+        "targets": targets(streaming, idle, config, cancel),
     }
 
 
@@ -191,11 +215,37 @@ def markdown(report: dict[str, Any]) -> str:
         for lvl in idle["levels"]:
             lines.append(f"| {lvl['connections']} | {lvl['edge_rss_mib']} "
                          f"| {lvl['per_connection_kib']} | {lvl['open']} |")
+    lines += _cancel_table(report.get("cancel"))
     lines += ["", "| target | measured | met |", "| --- | --- | --- |"]
     for t in report["targets"]:
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
         lines.append(f"| {t['name']} {t['target']} | {_fmt(t['measured'])} | {met} |")
     return "\n".join(lines) + "\n"
+
+
+def _cancel_table(cancel: dict[str, Any] | None) -> list[str]:
+    if not cancel:
+        return []
+    lines = [
+        "", f"| cancel: {cancel['streams']} streams x {cancel['tokens_per_answer']} tokens at "
+        f"{cancel['tps']:g} tok/s; once all generate, each cancelled 3..20 tokens' time later "
+        "| p50 ms | p99 ms | max ms |",
+        "| --- | --- | --- | --- |",
+    ]
+    for what, key in (("cancel POST → upstream connection closed", "post_to_upstream_closed_ms"),
+                      ("cancel POST → 202", "post_to_202_ms"),
+                      ("cancel POST → `done` at the client", "post_to_done_ms")):
+        d = cancel[key]
+        lines.append(f"| {what} | {_ms(d['p50'])} | {_ms(d['p99'])} | {_ms(d['max'])} |")
+    lines += ["", f"Cancelled ok {cancel['cancelled_ok']}/{cancel['streams']}, missing upstream "
+              f"close {cancel['missing_close']}, wrong finish {cancel['wrong_finish']}; other "
+              f"load on host {cancel['machine']['background_cores']:.2f} cores."]
+    worker = cancel.get("worker_cancel_seconds")
+    if worker and worker["count"]:
+        lines[-1] += (f" The worker's own histogram (edge's requested_at → upstream closed): "
+                      f"{worker['count']} cancels, mean {_ms(worker['mean_ms'])} ms, p99 ≤ "
+                      f"{_ms(worker['p99_at_most_ms'])} ms.")
+    return lines
 
 
 def _fmt(value: Any) -> str:

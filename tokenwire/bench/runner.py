@@ -1,4 +1,5 @@
-"""One benchmark run, start to end: stack up, warm-up, scenarios, idle capacity, clean-up."""
+"""One benchmark run, start to end: stack up, warm-up, scenarios, cancels, idle capacity,
+clean-up."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from tokenwire.bench.clients import raise_nofile_limit
 from tokenwire.bench.config import BenchConfig
 from tokenwire.bench.report import build
-from tokenwire.bench.scenarios import run_idle, run_streaming
+from tokenwire.bench.scenarios import run_cancel, run_idle, run_streaming
 from tokenwire.bench.stack import BenchStack
 from tokenwire.bench.stats import added
 from tokenwire.settings import Settings
@@ -22,6 +23,9 @@ WARMUP_TIMEOUT_S = 90.0
 # broker spent ~2x the CPU per token at first) and every process's pools and caches fill.
 WARM_LOAD_STREAMS = 20
 WARM_LOAD_TOKENS = 60
+# The first cancels of a run pay once for what later ones do not: the edge producer's metadata
+# of the control topic, the worker's first control fetch, cold code paths.
+WARM_CANCEL_STREAMS = 2
 
 
 async def _warm_up(stack: BenchStack) -> None:
@@ -40,6 +44,12 @@ async def _warm_up(stack: BenchStack) -> None:
         for mode in ("relay", "pipeline"):
             await run_streaming(stack, mode, WARM_LOAD_STREAMS, label="warmload",
                                 tokens=WARM_LOAD_TOKENS, requests=3, timeout_s=WARMUP_TIMEOUT_S)
+
+
+async def _warm_cancel(stack: BenchStack) -> None:
+    warm = await run_cancel(stack, WARM_CANCEL_STREAMS, label="warmcancel")
+    if not warm["clean"]:
+        log.warning("cancel warm-up not clean errors=%s", warm["error_samples"])
 
 
 async def _streaming(stack: BenchStack) -> list[dict[str, Any]]:
@@ -86,12 +96,18 @@ async def run_bench(base: Settings, config: BenchConfig) -> dict[str, Any]:
     stack.run_dir = run_dir
     log.info("bench starting tag=%s logs=%s", stack.tag, run_dir)
     streaming: list[dict[str, Any]] = []
-    idle = None
+    idle = cancel = None
     try:
-        await stack.start(streaming=config.streaming)
-        if config.streaming:
+        await stack.start(streaming=config.needs_stack)
+        if config.needs_stack:
             await _warm_up(stack)
+        if config.streaming:
             streaming = await _streaming(stack)
+        if config.runs_cancel:
+            # After the streaming scenarios: their answers are over, so the worker's load is the
+            # cancel streams' own.
+            await _warm_cancel(stack)
+            cancel = await run_cancel(stack, config.cancel_streams)
         # Idle capacity is measured on a fresh edge with nothing else running.
         stack.stop_all()
         if config.idle_enabled:
@@ -103,4 +119,5 @@ async def run_bench(base: Settings, config: BenchConfig) -> dict[str, Any]:
                 await stack.delete_topics()
             except Exception as exc:  # clean-up must not hide the run's own outcome
                 log.warning("could not delete bench topics tag=%s error=%r", stack.tag, exc)
-    return build(config, streaming, idle, tag=stack.tag, started=started, finished=time.time())
+    return build(config, streaming, idle, cancel, tag=stack.tag, started=started,
+                 finished=time.time())

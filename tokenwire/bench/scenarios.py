@@ -1,9 +1,12 @@
-"""The two kinds of scenario: N streaming sessions (pipeline or relay) and idle connections.
+"""The kinds of scenario: N streaming sessions (pipeline or relay), N cancelled streams, and
+idle connections.
 
 Streaming: sessions are dealt round-robin to client processes; all processes prepare, the CPU
 counters of every server process are read, all start together, and the counters are read again
-when the last one reports. Idle: a fresh edge process, its RSS before any SSE connection, then
-after each level of open connections; heartbeats are counted over the hold at the last level.
+when the last one reports. Cancel: the same dealing; then the simulator's record of closed
+streams is matched to the clients' cancel POSTs (``cancel_figures``). Idle: a fresh edge process,
+its RSS before any SSE connection, then after each level of open connections; heartbeats are
+counted over the hold at the last level.
 """
 
 from __future__ import annotations
@@ -20,8 +23,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from api.auth.development import mint_dev_jwt
 from api.stream_tokens import issue_token
+from tokenwire.bench.cancel_figures import (
+    all_matched,
+    cancel_figures,
+    histogram_delta,
+    histogram_sample,
+)
+from tokenwire.bench.cancels import CancelJob
 from tokenwire.bench.processes import (
     ClientProcess,
     free_port,
@@ -36,6 +48,10 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 60.0
 SETTLE_S = 2.0
+# The simulator records a close when its disconnect watcher wakes: normally before the client
+# reads ``done``, but a loaded machine may reorder them; this is how long to poll for stragglers.
+CLOSE_RECORD_WAIT_S = 10.0
+CLOSE_POLL_S = 0.2
 
 
 def _job(stack: BenchStack, mode: str, sessions: list[dict[str, Any]], *, tokens: int,
@@ -122,6 +138,97 @@ async def run_streaming(
         figures["latency_ms"]["p99"], figures["ttft_added_ms"]["p50"], figures["tokens_per_s"],
     )
     return figures
+
+
+# --- cancel ---------------------------------------------------------------------------------
+
+
+async def run_cancel(stack: BenchStack, streams: int, *, label: str = "cancel"
+                     ) -> dict[str, Any]:
+    """``streams`` long answers at once; once all generate, each is cancelled after its own
+    3..20 further tokens."""
+    config, s = stack.config, stack.settings
+    sessions = []
+    for i in range(streams):
+        user = f"{stack.tag}-{label}-u{i}"
+        sessions.append({"index": i, "delay_s": config.ramp_s * i / streams, "user_id": user,
+                         "credential": mint_dev_jwt(user, ttl_s=24 * 3600)})
+    n_procs = max(1, min(config.stream_clients, streams))
+    clients = [await ClientProcess.start(f"clients-{label}-{k}", stack.run_dir)
+               for k in range(n_procs)]
+    worker_metrics = f"http://127.0.0.1:{s.worker_web_port}/metrics"
+    budget = config.ramp_s + 3 * config.request_timeout_s + 30
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        try:
+            await asyncio.gather(*(
+                c.ask({"cmd": "cancel", "job": asdict(CancelJob(
+                    host="127.0.0.1", port=s.edge_port, tag=stack.tag, label=label,
+                    sessions=sessions[k::n_procs], tokens=config.cancel_tokens, tps=config.tps,
+                    ttft_ms=config.ttft_ms, request_timeout_s=config.request_timeout_s,
+                ))}, READY_TIMEOUT_S)
+                for k, c in enumerate(clients)
+            ))
+            await asyncio.gather(*(c.ask({"cmd": "go"}, budget) for c in clients))
+            before = await _worker_histogram(http, worker_metrics)
+            cpu_before, busy_before, started = stack.cpu(), machine_busy_seconds(), time.time()
+            outcomes = await asyncio.gather(*(c.ask({"cmd": "cancel"}, budget) for c in clients))
+            cpu_after, busy = stack.cpu(), machine_busy_seconds() - busy_before
+            wall = time.time() - started
+        finally:
+            for client in clients:
+                await client.finish()
+        rows = [row for o in outcomes for row in o["streams"]]
+        closed = await _closed_streams(http, f"http://127.0.0.1:{s.sim_port}/v1/_sim/closed", rows)
+        after = await _worker_histogram(http, worker_metrics)
+    for outcome in outcomes:
+        stack.session_topics.update(s.session_topic(sid) for sid in outcome["session_ids"])
+    worker = histogram_delta(before, after) if before and after else None
+    figures = cancel_figures(rows, closed, worker)
+    ours = sum(cpu_after[n] - cpu_before.get(n, 0.0) for n in cpu_after)
+    ours += sum(float(o["phase_cpu_s"]) for o in outcomes)
+    figures |= {
+        "tokens_per_answer": config.cancel_tokens, "tps": config.tps,
+        "reconnects": sum(int(o["reconnects"]) for o in outcomes),
+        "id_violations": sum(int(o["id_violations"]) for o in outcomes),
+        "client_errors": [e for o in outcomes for e in o["errors"]][:10],
+        # From the release (every stream generating) to the last stream's end.
+        "cancel_phase_s": round(wall, 3),
+        "machine": {"busy_cores": round(busy / wall, 3),
+                    "background_cores": round(max(0.0, busy - ours) / wall, 3)},
+    }
+    (stack.run_dir / f"raw-{label}.json").write_text(json.dumps({"outcomes": outcomes,
+                                                                  "closed": closed}))
+    closed_ms = figures["post_to_upstream_closed_ms"]
+    log.info("cancel scenario done streams=%d ok=%d missing_close=%d wrong_finish=%d "
+             "closed_p50_ms=%s closed_p99_ms=%s background_cores=%s", streams,
+             figures["cancelled_ok"], figures["missing_close"], figures["wrong_finish"],
+             closed_ms["p50"], closed_ms["p99"], figures["machine"]["background_cores"])
+    return figures
+
+
+async def _closed_streams(http: httpx.AsyncClient, url: str, rows: list[dict[str, Any]]
+                          ) -> list[dict[str, Any]]:
+    """The simulator's closed streams, polled until every posted cancel's close is there (or
+    ``CLOSE_RECORD_WAIT_S`` passed: what is missing then is reported as missing)."""
+    deadline = time.monotonic() + CLOSE_RECORD_WAIT_S
+    while True:
+        response = await http.get(url)
+        response.raise_for_status()
+        closed: list[dict[str, Any]] = response.json()["closed"]
+        if all_matched(rows, closed) or time.monotonic() > deadline:
+            return closed
+        await asyncio.sleep(CLOSE_POLL_S)
+
+
+async def _worker_histogram(http: httpx.AsyncClient, url: str) -> dict[str, Any] | None:
+    """The worker's own cancel histogram, or None when its /metrics cannot be read (optional)."""
+    try:
+        response = await http.get(url)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        log.warning("worker metrics not read url=%s error=%r", url, exc)
+        return None
+    return histogram_sample(response.text)
 
 
 # --- profiling ------------------------------------------------------------------------------

@@ -39,12 +39,13 @@ BENCH_QUOTA = Quota(
 
 def bench_settings(base: Settings, tag: str, config: BenchConfig) -> Settings:
     sim_port = free_port()
-    largest = max(config.concurrency, default=1)
+    largest = max(*config.concurrency, config.cancel_streams, 1)
     return base.model_copy(update={
         "requests_topic": f"{tag}.requests",
         "events_topic": f"{tag}.events",
         "alerts_topic": f"{tag}.alerts",
         "dead_letter_topic": f"{tag}.dlq",
+        "control_topic": f"{tag}.control",
         "worker_id": f"{tag}-worker",
         "worker_web_port": free_port(),
         "worker_concurrency": max(64, 2 * largest),
