@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 # The broker refuses records over ~1 MB by default; refuse bigger bodies before publishing.
 MAX_BODY_BYTES = 900_000
 SERVER_FIELDS = frozenset({"request_id", "created_at", "schema_version"})
+KNOWN_FIELDS = frozenset(ChatRequest.model_fields)
 OUTCOME_BY_STATUS = {
     400: "bad_request",
     413: "bad_request",
@@ -112,6 +113,7 @@ def _stream_token(
 
 
 def _validate(body: dict[str, Any], runtime: EdgeRuntime, identity: Identity) -> ChatRequest:
+    _refuse_unknown_fields(body)
     data = {key: value for key, value in body.items() if key not in SERVER_FIELDS}
     claimed = data.get("user_id")
     if claimed is not None and claimed != identity.user_id:
@@ -137,6 +139,19 @@ def _validate(body: dict[str, Any], runtime: EdgeRuntime, identity: Identity) ->
     if max_tokens == chat.max_tokens:
         return chat
     return chat.model_copy(update={"max_tokens": max_tokens})
+
+
+def _refuse_unknown_fields(body: dict[str, Any]) -> None:
+    """A field tokenwire does not forward is an error here, as OpenAI answers "Unrecognized
+    request argument": dropped silently, ``n: 3`` or ``stream: false`` would be ignored behind
+    the caller's back. (Records on Kafka keep ignoring unknown fields: newer producers.)"""
+    unknown = sorted(set(body) - KNOWN_FIELDS)
+    if unknown:
+        raise ApiError(
+            422, "invalid_request", f"unrecognized request field(s): {', '.join(unknown[:10])}",
+            details=[{"loc": [name], "msg": "not a field of the chat request",
+                      "type": "extra_forbidden"} for name in unknown[:10]],
+        )  # fmt: skip
 
 
 def _serialised(chat: ChatRequest) -> bytes:

@@ -66,3 +66,13 @@ async def test_a_tool_message_without_its_call_id_is_a_422_naming_the_field(edge
     response = await post(edge, body)
     assert response.status_code == 422
     assert "tool_call_id" in response.text
+
+
+async def test_a_field_that_is_not_forwarded_is_refused_not_dropped(edge: Edge) -> None:
+    body = {"user_id": "u-test", "messages": [{"role": "user", "content": "x"}], "n": 3,
+            "stream": False}
+    response = await post(edge, body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert "n, stream" in error["message"]
+    assert [d["loc"] for d in error["details"]] == [["n"], ["stream"]]
