@@ -163,6 +163,12 @@ async def test_an_id_of_a_topic_that_is_gone_waits_for_the_next_one_from_its_beg
                 new = answer_events(session_id, "r-new", NEW_TOKENS[:2])
                 await produce(edge.settings, session_id, new)
                 received = await stream.take(len(new))
+            if not received:
+                # The edge's metadata still named the old generation when the stream opened
+                # (deletion reaches it a moment later): the stream is closed when the new one
+                # appears, and the client comes back with the same id, as EventSource does.
+                async with SseStream(url, token=token, headers=headers) as stream:
+                    received = await stream.take(len(new))
         assert [e.id for e in received] == list(range(len(new)))
         assert {e.epoch for e in received} != {epoch_of(old[0][0])}
 
