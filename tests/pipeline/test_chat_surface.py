@@ -11,6 +11,8 @@ import json
 import uuid
 from typing import Any
 
+import httpx
+
 from tests.fixtures.pipeline import WorkerProcess
 from tests.fixtures.sse_client import Received, read_session
 from tests.pipeline.conftest import lifecycle_of
@@ -197,3 +199,30 @@ async def test_a_reconnect_mid_tool_call_resumes_exactly(
     assert [e.id for e in first + rest] == [e.id for e in whole]
     folded = fold(e.data for e in first + rest)[rid]
     assert [c.model_dump() for c in folded.tool_calls] == expected_tool_calls(asked)
+
+
+async def test_every_option_reaches_the_provider_unchanged(
+    worker: WorkerProcess, edge_url: str, post_chat, simulator_url: str
+) -> None:
+    marker = uuid.uuid4().hex
+    options = {
+        "tools": [WEATHER],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "parallel_tool_calls": False, "stop": ["\n\n", "END"], "seed": 42, "top_p": 0.5,
+        "frequency_penalty": 0.25, "presence_penalty": -0.5, "temperature": 0.7,
+        "logprobs": True, "top_logprobs": 3, "max_completion_tokens": 30,
+        "reasoning_effort": "medium", "user": "end-user-7", "safety_identifier": "sid-7",
+        "metadata": {"team": "support"},
+        "response_format": {"type": "json_schema", "json_schema": {
+            "name": "w", "schema": {"type": "object", "properties": {"a": {"type": "string"}}},
+            "strict": True}},
+    }  # fmt: skip
+    _, events = await _ask(post_chat, edge_url, {"messages": _user(f"opts {marker}"), **options})
+    assert _done(events)["finish_reason"] in ("stop", "length")
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        received = (await client.get(f"{simulator_url}/v1/_sim/requests")).json()["requests"]
+    [sent] = [r["options"] for r in received if marker in r["prompt"]]
+    # The quota fills in max_tokens; everything the caller set arrives as the caller set it.
+    assert {k: sent[k] for k in options} == options
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}

@@ -10,7 +10,7 @@ clients see a familiar 400. Unknown fields are ignored, as a gateway forwards th
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tokenwire.simulator.request_checks import (
@@ -39,6 +39,8 @@ class ChatRequest:
     max_tokens: int | None
     top_logprobs: int | None = None  # None: no logprobs; else alternatives per token
     response_format: dict[str, Any] | None = None
+    # Every field of the body but ``messages``, as received (for GET /v1/_sim/requests).
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_body(raw: bytes) -> ChatRequest:
@@ -70,6 +72,7 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
         max_tokens=_max_tokens(body),
         top_logprobs=_top_logprobs(body),
         response_format=_response_format(body),
+        options={key: value for key, value in body.items() if key != "messages"},
     )
 
 

@@ -61,6 +61,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODELS = ("gpt-4o-mini",)
 MAX_CLOSED_RECORDS = 1_000
+MAX_RECEIVED_RECORDS = 1_000
 PROMPT_PREVIEW_CHARS = 256
 _INCOMPLETE_MSG = "ASGI callable returned without completing response."
 _deliberate_cut: ContextVar[bool] = ContextVar("tokenwire_sim_deliberate_cut", default=False)
@@ -255,12 +256,19 @@ class Simulator:
         self.models = list(dict.fromkeys(models))
         self.calls = CallCounter(max_keys)
         self.closed: deque[dict[str, Any]] = deque(maxlen=MAX_CLOSED_RECORDS)
+        # What callers sent, to show a gateway forwards options unchanged (messages left out:
+        # they may be large; the prompt preview names the request).
+        self.received: deque[dict[str, Any]] = deque(maxlen=MAX_RECEIVED_RECORDS)
 
     async def chat_completions(self, request: Request) -> Response:
         start = asyncio.get_running_loop().time()
         opened_at = time.time()
         chat = parse_body(await request.body())
         plan = self._plan(chat)
+        self.received.append(
+            {"prompt": last_user_text(chat.messages)[:PROMPT_PREVIEW_CHARS],
+             "messages": len(chat.messages), "options": chat.options}
+        )  # fmt: skip
         logger.info(
             "chat model=%s stream=%s messages=%d pieces=%d tools=%d finish=%s call=%d fault=%s",
             chat.model,
@@ -327,6 +335,10 @@ class Simulator:
             cut=plan.cut_after is not None,
             on_early_close=record_early_close,
         )
+
+    async def received_requests(self, request: Request) -> Response:
+        """``GET /v1/_sim/requests``: the last requests' options (all but messages)."""
+        return JSONResponse({"requests": list(self.received)})
 
     async def closed_streams(self, request: Request) -> Response:
         """``GET /v1/_sim/closed``: streams the client closed before their end, oldest first."""
@@ -428,6 +440,7 @@ def create_app(
         Route("/v1/models", sim.list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", sim.get_model, methods=["GET"]),
         Route("/v1/_sim/closed", sim.closed_streams, methods=["GET"]),
+        Route("/v1/_sim/requests", sim.received_requests, methods=["GET"]),
         Route("/healthz", sim.healthz, methods=["GET"]),
     ]
     app = Starlette(
