@@ -24,6 +24,10 @@ readers (``Subscription``) follow it at their own cursor.
   has died (aiokafka then answers ``getmany`` with nothing, forever) or steps keep failing. The new
   one is assigned the followed sessions and sought to each feed's position, so readers lose
   nothing and see nothing twice; ``ready`` is False meanwhile (``/readyz`` answers 503).
+- Long polls: the consumer is a follower (``kafka_clients.new_follower``, 1 s fetch waits), so an
+  edge whose streams are quiet costs next to nothing. A new assignment, a rewind or a resume is
+  followed by ``wake_fetch`` (a seek or resume by assigning again first), and new sessions' leaders
+  are learnt before they are assigned: a reader's first event never waits behind a poll.
 - Positions: ``end_offset`` tells where a session ends, from what the feed has read when that
   suffices, else asked of the partition's leader; streams refuse a resume position beyond it.
 """
@@ -54,7 +58,7 @@ from api.session_feed import (
 from api.sse_response import encode_event
 from api.terminal_index import TerminalIndex
 from schemas.session_events import TERMINAL_TYPES, parse_session_event
-from tokenwire.kafka_clients import new_consumer, stop_consumer
+from tokenwire.kafka_clients import learn_leaders, new_follower, stop_consumer, wake_fetch
 from tokenwire.settings import Settings
 from tokenwire.topic_metadata import TopicMetadata
 
@@ -66,6 +70,7 @@ MAX_OFFSET = 2**63 - 1
 POLL_MS = 50
 MAX_RECORDS = 2_000
 METADATA_TIMEOUT_S = 5.0
+LEARN_LEADERS_TIMEOUT_S = 1.0
 # A topic not there yet is looked for often; an assigned one is checked for deletion less often.
 PENDING_RECHECK_S = 0.5
 ASSIGNED_RECHECK_S = 2.0
@@ -147,7 +152,7 @@ class SessionHub:
         log.info("session hub stopped client_id=%s", self._client_id)
 
     async def _start_consumer(self) -> None:
-        consumer = new_consumer(self._settings.kafka_connection, client_id=self._client_id)
+        consumer = new_follower(self._settings.kafka_connection, client_id=self._client_id)
         self.consumers_created += 1
         try:
             await consumer.start()
@@ -378,6 +383,7 @@ class SessionHub:
         assert self._consumer is not None
         self._changed.clear()
         await self._refresh_metadata()
+        await self._learn_new_partitions()
         self._sync_assignment()
         if not self._assigned:
             await self._idle()
@@ -437,31 +443,59 @@ class SessionHub:
         if self._on_topic_deleted is not None:
             self._on_topic_deleted(feed.topic)
 
+    async def _learn_new_partitions(self) -> None:
+        """The consumer learns where the sessions about to be assigned live first, so that their
+        first fetch goes out at once (``learn_leaders``)."""
+        assert self._consumer is not None
+        new = [
+            tp
+            for feed in self._feeds.values()
+            if feed.active and feed.subscribers
+            and (tp := TopicPartition(feed.topic, 0)) not in self._assigned
+        ]
+        if new:
+            await learn_leaders(self._consumer, new, timeout_s=LEARN_LEADERS_TIMEOUT_S)
+
     def _sync_assignment(self) -> None:
         assert self._consumer is not None
         for topic in [topic for topic, feed in self._feeds.items() if not feed.subscribers]:
             del self._feeds[topic]
         active = [feed for feed in self._feeds.values() if feed.active]
         desired = {TopicPartition(feed.topic, 0) for feed in active}
-        if desired != self._assigned:
-            if desired:
-                self._consumer.assign(sorted(desired))
-            else:
-                self._consumer.unsubscribe()
-            # A new assignment forgets every position and pause: re-apply them all.
-            self._assigned, self._paused = desired, set()
-            for feed in active:
-                feed.needs_seek = True
-            self._metrics.hub_sessions.set(len(desired))
+        changed = desired != self._assigned
+        if changed:
+            self._assign(desired, active)
             log.info("session hub assignment sessions=%d", len(desired))
         now = time.monotonic()
-        for feed in active:
-            self._sync_partition(feed, now)
+        fetch_owed = [self._sync_partition(feed, now) for feed in active]
+        if any(fetch_owed) and not changed:
+            # A seek (rewind) or resume while the consumer's long poll is in flight: aiokafka
+            # fetches it only once that poll ends. Assigned again, it drops the poll at once.
+            self._assign(desired, active)
+            for feed in active:
+                self._sync_partition(feed, now)
+        if desired and any(fetch_owed):
+            wake_fetch(self._consumer)
 
-    def _sync_partition(self, feed: SessionFeed, now: float) -> None:
+    def _assign(self, desired: set[TopicPartition], active: list[SessionFeed]) -> None:
+        assert self._consumer is not None
+        if desired:
+            self._consumer.assign(sorted(desired))
+        else:
+            self._consumer.unsubscribe()
+        # A new assignment forgets every position and pause: re-apply them all.
+        self._assigned, self._paused = desired, set()
+        for feed in active:
+            feed.needs_seek = True
+        self._metrics.hub_sessions.set(len(desired))
+
+    def _sync_partition(self, feed: SessionFeed, now: float) -> bool:
+        """Apply the feed's seek and pause; True when its partition now wants a fetch that the
+        one in flight (if any) does not make: it was sought or resumed, and is not paused."""
         assert self._consumer is not None
         tp = TopicPartition(feed.topic, 0)
-        if feed.needs_seek:
+        sought = feed.needs_seek
+        if sought:
             self._consumer.seek(tp, feed.next_offset)
             feed.needs_seek = False
         if feed.paused_since is not None:
@@ -472,12 +506,15 @@ class SessionHub:
                     self._close_slow(feed, sub, why="stalled at cache head")
                 feed.paused_since = None
         want_paused = feed.paused_since is not None
+        resumed = False
         if want_paused and tp not in self._paused:
             self._consumer.pause(tp)
             self._paused.add(tp)
         elif not want_paused and tp in self._paused:
             self._consumer.resume(tp)
             self._paused.discard(tp)
+            resumed = True
+        return (sought or resumed) and not want_paused
 
     def _deliver(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         feed = self._feeds.get(tp.topic)

@@ -21,13 +21,15 @@ from aiokafka import TopicPartition
 from pydantic import ValidationError
 
 from schemas.alerts import RiskAlert, parse_alert
-from tokenwire.kafka_clients import new_consumer, stop_consumer
+from tokenwire.kafka_clients import new_follower, stop_consumer
 from tokenwire.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LOOKBACK_S = 24 * 3600.0
 TOPIC_WAIT_S = 1.0
+# getmany() answers as soon as an alert is there: this only bounds an idle wait (and a prune).
+POLL_MS = 2_000
 
 
 class AlertThrottle:
@@ -84,7 +86,7 @@ async def follow_alerts(
 ) -> None:
     """Apply every alert on ``settings.alerts_topic`` to ``throttle`` until cancelled."""
     topic = settings.alerts_topic
-    consumer = new_consumer(settings.kafka_connection, client_id=client_id)
+    consumer = new_follower(settings.kafka_connection, client_id=client_id)
     await consumer.start()
     try:
         tps = await _partitions(consumer, topic)
@@ -97,7 +99,7 @@ async def follow_alerts(
             consumer.seek(tp, found.offset if found is not None else ends[tp])
         caught_up = False
         while True:
-            batches = await consumer.getmany(timeout_ms=500)
+            batches = await consumer.getmany(timeout_ms=POLL_MS)
             for records in batches.values():
                 for record in records:
                     alert = _decode(record.value, topic, record.partition, record.offset)

@@ -34,7 +34,7 @@ from aiokafka.errors import KafkaError
 
 from api.finished_requests import FinishedRequests
 from tokenwire.errors import TopicError
-from tokenwire.kafka_clients import new_consumer, stop_consumer
+from tokenwire.kafka_clients import new_follower, stop_consumer
 from tokenwire.settings import Settings
 from tokenwire.topic_metadata import TopicMetadata
 
@@ -45,7 +45,8 @@ HEADER_USER = "tw-user"
 HEADER_REQUEST = "tw-request"
 HEADER_SESSION = "tw-session"
 HEADER_NEW_SESSION = "tw-new-session"
-POLL_MS = 200
+# getmany() answers as soon as records are there: this only bounds an idle wait.
+POLL_MS = 2_000
 CATCH_UP_DEADLINE_S = 10.0
 ERROR_BACKOFF_S = 1.0
 MISSING_TOPICS_RETRY_S = 5.0
@@ -139,7 +140,7 @@ class UsageLedger:
     async def start(self) -> None:
         """Assign and read back the horizon before the edge answers, within a deadline; a
         ledger that cannot (topics missing, broker slow) keeps trying in its task."""
-        consumer = new_consumer(self._settings.kafka_connection, client_id=self._client_id)
+        consumer = new_follower(self._settings.kafka_connection, client_id=self._client_id)
         await self._metadata.start()
         await consumer.start()
         self._consumer = consumer

@@ -33,7 +33,7 @@ from agents.chat.request_intake import Rejection
 from schemas.control import CancelRequest, parse_control_record
 from schemas.dead_letter import REASON_SCHEMA
 from schemas.requests import ChatRequest
-from tokenwire.kafka_clients import new_consumer, stop_consumer
+from tokenwire.kafka_clients import new_consumer, new_follower, stop_consumer, wake_fetch
 from tokenwire.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -122,12 +122,11 @@ class ControlFollower:
         self.settings = settings
         self.registry = registry
         self.producer = producer
-        self._consumer: AIOKafkaConsumer = new_consumer(
-            settings.kafka_connection, client_id=f"{settings.worker_id}-control",
-            # A cancel should take effect at once: the broker answers a fetch as soon as a
-            # record arrives; this only bounds the wait while none does.
-            fetch_max_wait_ms=100,
-        )  # fmt: skip
+        # Long polls: the broker answers a fetch as soon as a cancel arrives, and an idle worker
+        # costs nothing. Every assign() is followed by wake_fetch (kafka_clients).
+        self._consumer: AIOKafkaConsumer = new_follower(
+            settings.kafka_connection, client_id=f"{settings.worker_id}-control"
+        )
         self._assigned = asyncio.Event()
 
     async def start(self) -> None:
@@ -152,6 +151,7 @@ class ControlFollower:
         for tp, offset in starts.items():
             self._consumer.seek(tp, offset)
         self._consumer.resume(*starts)
+        wake_fetch(self._consumer)
         if starts:
             self._assigned.set()
         else:

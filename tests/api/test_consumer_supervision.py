@@ -31,7 +31,7 @@ from tests.api.conftest import (
     metric_value,
 )
 from tests.fixtures.asgi_server import free_port
-from tokenwire.kafka_clients import new_consumer
+from tokenwire.kafka_clients import new_follower
 from tokenwire.kafka_settings import KafkaConnection
 
 
@@ -128,8 +128,8 @@ async def test_readyz_is_503_while_no_consumer_can_be_made_and_streams_resume_af
         # Fault injection: replacements point at a port nothing listens on, so they fail to start.
         nowhere = f"127.0.0.1:{free_port()}"
         monkeypatch.setattr(
-            api.session_hub, "new_consumer",
-            lambda _bootstrap, **kwargs: new_consumer(KafkaConnection.plaintext(nowhere), **kwargs),
+            api.session_hub, "new_follower",
+            lambda _bootstrap, **kwargs: new_follower(KafkaConnection.plaintext(nowhere), **kwargs),
         )
         fetch_task = the_consumer(edge)._fetcher._fetch_task
         fetch_task.cancel()

@@ -72,6 +72,16 @@ def test_idle_connections_are_held_with_heartbeats(quick_report) -> None:
     assert report["idle"]["heartbeats"]["min_heartbeats_per_connection"] >= 1
 
 
+def test_the_idle_stack_cpu_is_reported(quick_report) -> None:
+    report, out, _ = quick_report
+    idle_stack = report["idle_stack"]
+    assert idle_stack["cpu_cores"].keys() >= {"edge", "worker", "sim"}
+    assert idle_stack["stack_cpu_cores"] >= idle_stack["processes_cpu_cores"] >= 0
+    target = next(t for t in report["targets"] if t["name"].startswith("idle stack"))
+    assert target["measured"]["total_pct"] == round(100 * idle_stack["stack_cpu_cores"], 2)
+    assert "Idle stack, no traffic" in (out / "results.md").read_text()
+
+
 def test_every_cancel_is_matched_to_a_closed_upstream_stream(quick_report) -> None:
     report, out, _ = quick_report
     cancel = report["cancel"]
@@ -93,7 +103,7 @@ def test_every_cancel_is_matched_to_a_closed_upstream_stream(quick_report) -> No
 def test_every_target_is_reported(quick_report) -> None:
     report, _, _ = quick_report
     names = [t["name"] for t in report["targets"]]
-    assert len(names) == 7
+    assert len(names) == 8
     cancel = next(t for t in report["targets"] if t["name"].startswith("cancel"))
     assert cancel["measured"]["cancelled_ok"] == "3/3"
     integrity = next(t for t in report["targets"] if "lost/" in t["name"])

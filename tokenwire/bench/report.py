@@ -19,6 +19,7 @@ TARGET_TPS = 30.0
 TARGET_IDLE = 10_000
 TARGET_CANCEL_STREAMS = 25
 TARGET_CANCEL_P99_MS = 100.0
+TARGET_IDLE_STACK_CORES = 0.01
 
 
 def machine() -> dict[str, Any]:
@@ -73,7 +74,8 @@ def _target(name: str, target: str, measured: Any, met: bool | None, note: str =
 
 
 def targets(streaming: list[dict[str, Any]], idle: dict[str, Any] | None,
-            config: BenchConfig, cancel: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+            config: BenchConfig, cancel: dict[str, Any] | None = None,
+            idle_stack: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Each target of the issue with its measured value; ``met`` is None when not measured."""
     out = []
     at = next((s for s in streaming if s["concurrency"] == TARGET_CONCURRENCY), None)
@@ -94,6 +96,7 @@ def targets(streaming: list[dict[str, Any]], idle: dict[str, Any] | None,
             ("added per-token latency p50", "<= 5 ms"), ("added per-token latency p99", "<= 25 ms"),
             ("added TTFT p50 (over the simulator's TTFT)", "<= 30 ms"))]
     out += _idle_targets(idle)
+    out.append(_idle_stack_target(idle_stack))
     clean = all(s["pipeline"]["clean"] for s in streaming)
     totals = {k: sum(s["pipeline"][k] for s in streaming)
               for k in ("lost", "duplicated", "reordered", "errors", "unfinished_requests",
@@ -127,6 +130,22 @@ def _cancel_target(cancel: dict[str, Any] | None) -> dict[str, Any]:
     return _target(name, target, measured, fast and cancel["clean"], note)
 
 
+def _idle_stack_target(idle_stack: dict[str, Any] | None) -> dict[str, Any]:
+    """The whole stack with no traffic: edge + worker + simulator + broker, in % of a core."""
+    name, target = "idle stack (edge + worker + simulator + broker, no traffic)", "< 1 % of a core"
+    if idle_stack is None:
+        return _target(name, target, None, None, "not measured: needs the stack (streaming or "
+                       "cancel part) and the idle part")
+    measured = {"total_pct": round(100 * idle_stack["stack_cpu_cores"], 2),
+                **{f"{k}_pct": round(100 * v, 2) for k, v in idle_stack["cpu_cores"].items()}}
+    if not idle_stack["broker_measured"]:
+        return _target(name, target, measured, None, "broker not local: its CPU not counted")
+    return _target(name, target, measured,
+                   idle_stack["stack_cpu_cores"] < TARGET_IDLE_STACK_CORES,
+                   f"over {idle_stack['hold_s']:g} s; the broker's figure includes its own idle "
+                   "work and any other client of it")
+
+
 def _idle_targets(idle: dict[str, Any] | None) -> list[dict[str, Any]]:
     if not idle or not idle["levels"]:
         return [_target("idle SSE connections held by one edge", ">= 10,000", None, None,
@@ -152,8 +171,8 @@ def _idle_targets(idle: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 
 def build(config: BenchConfig, streaming: list[dict[str, Any]], idle: dict[str, Any] | None,
-          cancel: dict[str, Any] | None = None, *, tag: str, started: float, finished: float
-          ) -> dict[str, Any]:
+          cancel: dict[str, Any] | None = None, *, tag: str, started: float, finished: float,
+          idle_stack: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "tag": tag,
@@ -165,7 +184,8 @@ def build(config: BenchConfig, streaming: list[dict[str, Any]], idle: dict[str, 
         "streaming": streaming,
         "idle": idle,
         "cancel": cancel,
-        "targets": targets(streaming, idle, config, cancel),
+        "idle_stack": idle_stack,
+        "targets": targets(streaming, idle, config, cancel, idle_stack),
     }
 
 
@@ -215,12 +235,24 @@ def markdown(report: dict[str, Any]) -> str:
         for lvl in idle["levels"]:
             lines.append(f"| {lvl['connections']} | {lvl['edge_rss_mib']} "
                          f"| {lvl['per_connection_kib']} | {lvl['open']} |")
+    lines += _idle_stack_lines(report.get("idle_stack"))
     lines += _cancel_table(report.get("cancel"))
     lines += ["", "| target | measured | met |", "| --- | --- | --- |"]
     for t in report["targets"]:
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
         lines.append(f"| {t['name']} {t['target']} | {_fmt(t['measured'])} | {met} |")
     return "\n".join(lines) + "\n"
+
+
+def _idle_stack_lines(idle_stack: dict[str, Any] | None) -> list[str]:
+    if not idle_stack:
+        return []
+    cores = idle_stack["cpu_cores"]
+    parts = " + ".join(f"{name} {100 * cores[name]:.2f}" for name in
+                       ("edge", "worker", "sim", "kafka") if name in cores)
+    return ["", f"Idle stack, no traffic for {idle_stack['hold_s']:g} s (% of a core): {parts} = "
+            f"{100 * idle_stack['stack_cpu_cores']:.2f}; other load on host "
+            f"{idle_stack['background_cores']:.2f} cores."]
 
 
 def _cancel_table(cancel: dict[str, Any] | None) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from tokenwire.bench.clients import raise_nofile_limit
 from tokenwire.bench.config import BenchConfig
+from tokenwire.bench.idle import measure_idle_stack
 from tokenwire.bench.report import build
 from tokenwire.bench.scenarios import run_cancel, run_idle, run_streaming
 from tokenwire.bench.stack import BenchStack
@@ -96,7 +97,7 @@ async def run_bench(base: Settings, config: BenchConfig) -> dict[str, Any]:
     stack.run_dir = run_dir
     log.info("bench starting tag=%s logs=%s", stack.tag, run_dir)
     streaming: list[dict[str, Any]] = []
-    idle = cancel = None
+    idle = cancel = idle_stack = None
     try:
         await stack.start(streaming=config.needs_stack)
         if config.needs_stack:
@@ -108,6 +109,9 @@ async def run_bench(base: Settings, config: BenchConfig) -> dict[str, Any]:
             # cancel streams' own.
             await _warm_cancel(stack)
             cancel = await run_cancel(stack, config.cancel_streams)
+        if config.idle_enabled:
+            # The whole stack with no traffic at all, before it stops.
+            idle_stack = await measure_idle_stack(stack)
         # Idle capacity is measured on a fresh edge with nothing else running.
         stack.stop_all()
         if config.idle_enabled:
@@ -120,4 +124,4 @@ async def run_bench(base: Settings, config: BenchConfig) -> dict[str, Any]:
             except Exception as exc:  # clean-up must not hide the run's own outcome
                 log.warning("could not delete bench topics tag=%s error=%r", stack.tag, exc)
     return build(config, streaming, idle, cancel, tag=stack.tag, started=started,
-                 finished=time.time())
+                 finished=time.time(), idle_stack=idle_stack)
