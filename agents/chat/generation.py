@@ -139,7 +139,8 @@ class Generation:
         )
 
     def _cancelled_before_output(self) -> AttemptResult:
-        usage = MessageAssembly().estimated_usage(len(self.writer.request.prompt_text))
+        # Nothing of this attempt was sent to the provider; earlier failed attempts may have been.
+        usage = self._spent or Usage(estimated=True)
         return AttemptResult(FinalMessage(), CANCELLED, usage, None)
 
     async def _fail(
@@ -163,8 +164,13 @@ class Generation:
         finally:
             forget()
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await reader
+            except asyncio.CancelledError:
+                # The reader's own cancellation is expected; this task's (a revoke, the request
+                # deadline) must go on up, not be swallowed here.
+                if _this_task_is_cancelled():
+                    raise
             if self.cancel.requested and self.cancel.requested_at is not None:
                 # The upstream stream is closed once the reader is done.
                 closed_after = time.time() - self.cancel.requested_at
@@ -173,8 +179,12 @@ class Generation:
     async def _read(self, queue: asyncio.Queue[Item]) -> None:
         model = self.writer.model
         try:
-            async for chunk in stream_chunks(self.client, self.writer.request, model):
-                await queue.put(chunk)
+            # aclosing: a cancel that finds the reader at ``queue.put`` still closes the upstream
+            # stream here, in this task, not later from the garbage collector.
+            chunks = stream_chunks(self.client, self.writer.request, model)
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    await queue.put(chunk)
         except GenerationError as error:
             await queue.put(error)
             return
@@ -213,6 +223,8 @@ class Generation:
             if item is _WAKE:
                 continue
             if isinstance(item, GenerationError):
+                if self.cancel.requested:
+                    continue  # the stream failed as it was being stopped: the cancel wins
                 raise item
             if item is _END:
                 break
@@ -228,7 +240,9 @@ class Generation:
             # No usage chunk (cut off, cancelled, or a provider that ignores include_usage):
             # count what can be counted rather than report zero.
             usage = message.estimated_usage(len(self.writer.request.prompt_text))
-        return AttemptResult(message.message(), finish_reason, usage, first_token_at)
+        # A call cut short by a cancel before the provider named it is dropped, not an error.
+        final = message.message(lenient=finish_reason == CANCELLED)
+        return AttemptResult(final, finish_reason, usage, first_token_at)
 
     async def _take(
         self,
@@ -269,6 +283,11 @@ class Generation:
 
 
 _TEXT_LANE = ("token", 0)
+
+
+def _this_task_is_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _stop_reading(reader: asyncio.Task[None], queue: asyncio.Queue[Item]) -> None:

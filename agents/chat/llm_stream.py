@@ -108,8 +108,12 @@ def _choice_chunk(choice: Any, received_at: float) -> Chunk:
     if not isinstance(choice, dict):
         raise GenerationError("bad_chunk", "a choice is not a JSON object", retryable=True)
     delta = choice.get("delta") or {}
+    if not isinstance(delta, dict):
+        raise GenerationError("bad_chunk", "a delta is not a JSON object", retryable=True)
     text = _text(delta, "content")
     finish_reason = choice.get("finish_reason")
+    if finish_reason is not None and not isinstance(finish_reason, str):
+        raise GenerationError("bad_chunk", "finish_reason is not a string", retryable=True)
     raw_calls, refusal = delta.get("tool_calls"), delta.get("refusal")
     reasoning = delta.get("reasoning_content") or delta.get("reasoning")
     logprobs = choice.get("logprobs")
@@ -144,8 +148,9 @@ def _tool_calls(raw: Any) -> tuple[ToolCallDelta, ...]:
 
 
 def _tool_call(entry: Any) -> ToolCallDelta:
-    if not isinstance(entry, dict) or not isinstance(entry.get("index"), int):
-        raise GenerationError("bad_chunk", "a tool call delta has no index", retryable=True)
+    index = entry.get("index") if isinstance(entry, dict) else None
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise GenerationError("bad_chunk", "a tool call delta has no valid index", retryable=True)
     function = entry.get("function") or {}
     if not isinstance(function, dict):
         raise GenerationError(
@@ -153,7 +158,7 @@ def _tool_call(entry: Any) -> ToolCallDelta:
         )
     call_id, name = entry.get("id"), function.get("name")
     return ToolCallDelta(
-        index=entry["index"],
+        index=index,
         id=call_id if isinstance(call_id, str) else None,
         name=name if isinstance(name, str) else None,
         arguments=_text(function, "arguments"),
@@ -171,10 +176,15 @@ def _usage(raw: object) -> Usage | None:
     if not isinstance(raw, dict):
         return None
     return Usage(
-        prompt_tokens=raw.get("prompt_tokens") or 0,
-        completion_tokens=raw.get("completion_tokens") or 0,
-        total_tokens=raw.get("total_tokens") or 0,
+        prompt_tokens=_count(raw.get("prompt_tokens")),
+        completion_tokens=_count(raw.get("completion_tokens")),
+        total_tokens=_count(raw.get("total_tokens")),
     )
+
+
+def _count(value: object) -> int:
+    """A token count as a provider may send it; anything but a non-negative int counts 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def classify(exc: BaseException) -> GenerationError:

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from agents.chat.generation import Outcome
 from schemas.lifecycle import FinalMessage
 from schemas.session_events import (
+    OUTPUT_TYPES,
     DoneEvent,
     ErrorEvent,
     StartEvent,
@@ -56,6 +57,20 @@ class RequestHistory:
         """The ``seq`` of the next event of the last attempt."""
         seqs = [int(e.get("seq", -1)) for e in self.events if e.get("attempt") == self.last_attempt]
         return max(seqs, default=-1) + 1
+
+    @property
+    def output_events(self) -> int:
+        """Output events of the last attempt (what a crashed attempt had streamed)."""
+        return sum(
+            1 for e in self.events
+            if e.get("attempt") == self.last_attempt and e.get("type") in OUTPUT_TYPES
+        )  # fmt: skip
+
+    @property
+    def final_run_retries(self) -> int:
+        """Retries of the run on the log, counted as ``_outcome`` counts them."""
+        opened = _run_opened_at(self.events)
+        return sum(1 for e in self.events[opened + 1 :] if e.get("type") == "retry")
 
     def partial_message(self) -> FinalMessage:
         """What the last attempt on the log had produced (a client's view of it)."""

@@ -264,15 +264,19 @@ class ChatRuntime(mode.Service):
             await self._lifecycle(self._accepted(request, writer))
             await writer.begin(1)
         message = history.partial_message() if started and history else FinalMessage()
-        estimate = len(request.prompt_text) // 4
-        usage = Usage(prompt_tokens=estimate, total_tokens=estimate, estimated=True)
+        # Counted as the log shows it: the crashed attempt's output events (a token each, about);
+        # nothing was sent to the provider for a request cancelled before it started.
+        spent = history.output_events if started and history else 0
+        usage = Usage(completion_tokens=spent, total_tokens=spent, estimated=True)
         timings = _timings_until_now(writer.accepted_at)
         await writer.done(CANCELLED, usage, timings, message.tool_calls)
         log.info(
             "cancelled before generating request_id=%s resumed=%s", request.request_id, started
         )
+        retries = history.final_run_retries if started and history else 0
         outcome = Outcome(
-            True, writer.attempt, 0, timings, message.content, CANCELLED, usage, message=message
+            True, writer.attempt, retries, timings, message.content, CANCELLED, usage,
+            message=message,
         )
         await self._finish(outcome, self._common(request, writer))
 

@@ -58,24 +58,30 @@ class SessionWriter:
     attempt: int = 1
     _seq: int = 0
     _pending: list[asyncio.Future[object]] = field(default_factory=list)
-
-    def _next_seq(self) -> int:
-        seq, self._seq = self._seq, self._seq + 1
-        return seq
+    _prune_at: int = PRUNE_AT
+    # The error event once built: a retried write of the same error sends this event (same seq)
+    # again rather than a second terminal event.
+    _error: ErrorEvent | None = None
 
     def _ids(self) -> dict[str, object]:
+        """The ids of the next event; its ``seq`` is taken only once the event is handed to the
+        producer (``_send``), so an event that fails to build or send leaves no gap."""
         return {
             "request_id": self.request_id,
             "session_id": self.request.session_id,
             "attempt": self.attempt,
-            "seq": self._next_seq(),
+            "seq": self._seq,
         }
 
-    async def _send(self, event: BaseModel) -> None:
+    async def _send(self, event: BaseModel, *, again: bool = False) -> None:
         self._pending.append(await send(self.producer, self.topic, self.request.session_id, event))
-        if len(self._pending) >= PRUNE_AT:
-            # Long answers: forget deliveries already confirmed, keep failures to raise later.
+        if not again:
+            self._seq += 1
+        if len(self._pending) >= self._prune_at:
+            # Long answers: forget deliveries already confirmed, keep failures to raise later;
+            # the next prune waits until the list doubled (a slow broker: no rescans per send).
             self._pending = [f for f in self._pending if not f.done() or f.exception()]
+            self._prune_at = max(PRUNE_AT, 2 * len(self._pending))
 
     async def begin(self, attempt: int, *, reason: str = "", delay_s: float = 0.0) -> None:
         """Open an attempt: ``start`` for the first, ``retry`` (drop partial text) after that."""
@@ -144,12 +150,15 @@ class SessionWriter:
     ) -> None:
         """``emitted_at``: the request's ``finished_at``, so its ``failed`` record can be rebuilt
         from this event alone (request_ledger.py)."""
-        at = {} if emitted_at is None else {"emitted_at": emitted_at}
-        await self._send(
-            ErrorEvent(
+        again = self._error is not None and (self._error.code, self._error.message) == (
+            code, message
+        )
+        if not again:
+            at = {} if emitted_at is None else {"emitted_at": emitted_at}
+            self._error = ErrorEvent(
                 **self._ids(), code=code, message=message, retryable=retryable, usage=usage, **at
             )
-        )
+        await self._send(self._error, again=again)
         await self.flush()
 
     def forget_pending(self) -> None:

@@ -85,7 +85,9 @@ class PendingOutput:
         self.tool_id = self.tool_id or tool_id
         self.tool_name = self.tool_name or tool_name
         if logprobs:
-            self.logprobs = (self.logprobs or []) + logprobs
+            if self.logprobs is None:
+                self.logprobs = []
+            self.logprobs.extend(logprobs)
         self.coalescer.add(text, received_at)
         if self.coalescer.empty:  # a header without arguments: it still has a time
             self.header_at = received_at
@@ -146,8 +148,11 @@ class MessageAssembly:
     def text(self) -> str:
         return "".join(self.content)
 
-    def tool_calls(self) -> list[ToolCall]:
-        """The calls by index; a call the provider never named is its error, retried."""
+    def tool_calls(self, *, lenient: bool = False) -> list[ToolCall]:
+        """The calls by index; a call the provider never named is its error, retried (with
+        ``lenient``, left out: the client's fold leaves it out too)."""
+        if lenient:
+            return [c for c in (self._call(p) for _, p in sorted(self.calls.items())) if c]
         try:
             return [
                 ToolCall.model_validate(
@@ -162,10 +167,20 @@ class MessageAssembly:
                 retryable=True,
             ) from None  # fmt: skip
 
-    def message(self) -> FinalMessage:
+    @staticmethod
+    def _call(parts: _ToolCallParts) -> ToolCall | None:
+        try:
+            return ToolCall.model_validate(
+                {"id": parts.id, "function": {"name": parts.name,
+                                              "arguments": "".join(parts.arguments)}}
+            )  # fmt: skip
+        except ValidationError:
+            return None
+
+    def message(self, *, lenient: bool = False) -> FinalMessage:
         return FinalMessage(
             content=self.text,
-            tool_calls=self.tool_calls(),
+            tool_calls=self.tool_calls(lenient=lenient),
             refusal="".join(self.refusal) if self.refusal else None,
             reasoning="".join(self.reasoning) if self.reasoning else None,
         )
