@@ -91,8 +91,8 @@ async def stream_chunks(
                     "bad_chunk", "a stream chunk is not a JSON object", retryable=True
                 )
             for choice in completion_chunk.get("choices") or ():
-                yield _choice_chunk(choice, received_at)
-            usage = _usage(completion_chunk.get("usage"))
+                yield parse_choice(choice, received_at)
+            usage = parse_usage(completion_chunk.get("usage"))
             if usage is not None:
                 yield Chunk(text="", received_at=received_at, usage=usage)
     except GeneratorExit:
@@ -103,7 +103,7 @@ async def stream_chunks(
         await stream.close()
 
 
-def _choice_chunk(choice: Any, received_at: float) -> Chunk:
+def parse_choice(choice: Any, received_at: float) -> Chunk:
     """One ``choices[]`` entry; text-only deltas (nearly all of them) take the short path."""
     if not isinstance(choice, dict):
         raise GenerationError("bad_chunk", "a choice is not a JSON object", retryable=True)
@@ -172,7 +172,7 @@ def _logprobs(raw: Any) -> list[dict[str, Any]] | None:
     return [entry for entry in content if isinstance(entry, dict)]
 
 
-def _usage(raw: object) -> Usage | None:
+def parse_usage(raw: object) -> Usage | None:
     if not isinstance(raw, dict):
         return None
     return Usage(

@@ -184,8 +184,10 @@ async def test_a_json_schema_response_is_json(
 async def test_a_reconnect_mid_tool_call_resumes_exactly(
     worker: WorkerProcess, edge_url: str, post_chat
 ) -> None:
-    args = json.dumps({"city": "Reykjavik", "note": "x" * 200}, separators=(",", ":"))
-    asked = _user(f"[[sim: tool=get_weather args={args} tps=60]]")
+    # ~80 fragments at 10 a second: the client leaves well inside the call.
+    note = " ".join(["storm"] * 60)
+    args = json.dumps({"city": "Reykjavik", "note": note}, separators=(",", ":"))
+    asked = _user(f"[[sim: tool=get_weather args={args} tps=10]]")
     response = await post_chat({"user_id": "tools", "messages": asked, "tools": [WEATHER]})
     chat = response.json()
     sid, token, rid = chat["session_id"], chat["stream_token"], chat["request_id"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agents.chat.llm_stream import _choice_chunk, _usage
+from agents.chat.llm_stream import parse_choice, parse_usage
 from tokenwire.errors import GenerationError
 
 
@@ -27,18 +27,18 @@ from tokenwire.errors import GenerationError
 )
 def test_a_chunk_the_events_cannot_carry_is_a_retryable_bad_chunk(choice: dict[str, Any]) -> None:
     with pytest.raises(GenerationError) as raised:
-        _choice_chunk(choice, received_at=1.0)
+        parse_choice(choice, received_at=1.0)
     assert raised.value.code == "bad_chunk" and raised.value.retryable
 
 
 def test_a_usage_chunk_with_odd_counts_counts_them_as_zero() -> None:
-    usage = _usage({"prompt_tokens": "12", "completion_tokens": 5.5, "total_tokens": -3})
+    usage = parse_usage({"prompt_tokens": "12", "completion_tokens": 5.5, "total_tokens": -3})
     assert usage is not None
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (0, 0, 0)
 
 
 def test_a_tool_call_fragment_parses_into_its_delta() -> None:
-    chunk = _choice_chunk({"delta": {"tool_calls": [{"index": 1, "id": "call_1", "type":
+    chunk = parse_choice({"delta": {"tool_calls": [{"index": 1, "id": "call_1", "type":
                           "function", "function": {"name": "f", "arguments": "{\"a"}}]}},
                           received_at=2.0)  # fmt: skip
     [call] = chunk.tool_calls
