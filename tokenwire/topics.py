@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -37,6 +38,8 @@ CREATE_TIMEOUT_MS = 10_000
 CREATE_RETRY_FOR_S = 30.0
 CREATE_BACKOFF_S = 0.2
 CREATE_BACKOFF_MAX_S = 2.0
+# How long a topic created a moment ago may go undescribed before co-partitioning is checked.
+COPARTITION_WAIT_S = 10.0
 INVALID_REPLICATION_FACTOR = 38
 
 
@@ -139,8 +142,17 @@ async def ensure_core_topics(settings: Settings) -> None:
 
 async def _check_copartitioned(admin: AIOKafkaAdminClient, *topics: str) -> None:
     """A session's cancels reach its worker only if both topics have as many partitions."""
-    described = await admin.describe_topics(list(topics))
-    counts = {d["topic"]: len(d.get("partitions") or ()) for d in described}
+    deadline = time.monotonic() + COPARTITION_WAIT_S
+    while True:
+        described = await admin.describe_topics(list(topics))
+        counts = {d["topic"]: len(d.get("partitions") or ()) for d in described}
+        # A topic created a moment ago may be described before its partitions are.
+        if all(counts.get(t) for t in topics) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    if not all(counts.get(t) for t in topics):
+        log.warning("partitions not described yet, co-partitioning unchecked counts=%s", counts)
+        return
     if len(set(counts.values())) > 1:
         raise TopicError(
             f"topics must have the same number of partitions: {counts}; add partitions to the "
