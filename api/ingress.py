@@ -171,8 +171,8 @@ async def _publish(
 ) -> None:
     settings = runtime.settings
     try:
-        # Created before publishing so that a reader can attach the moment it has the token.
-        await runtime.session_topics.ensure(chat.session_id)
+        # Made readable before publishing so that a reader can attach the moment it has the token.
+        await runtime.open_session(chat.session_id)
         await runtime.producer.send_and_wait(
             settings.requests_topic,
             value=record,

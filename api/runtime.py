@@ -18,6 +18,7 @@ from api.finished_requests import FinishedRequests, PublishedCancels
 from api.metrics import EdgeMetrics
 from api.quotas import QuotaGate
 from api.session_hub import SessionHub
+from api.shared_session_hub import SharedSessionHub
 from api.throttle import AlertThrottle, follow_alerts
 from api.usage_ledger import UsageLedger
 from tokenwire.kafka_clients import new_admin, new_producer
@@ -46,10 +47,15 @@ class EdgeRuntime:
             settings, client_id=f"{CLIENT_ID}-ledger", finished=self.finished
         )
         self.quotas = QuotaGate(self.ledger, self.throttle, self.metrics.registry)
-        self.hub = SessionHub(
-            settings, self.metrics, client_id=f"{CLIENT_ID}-hub",
-            on_topic_deleted=self._forget_topic,
-        )
+        # The session layout's hub (tokenwire/session_log.py); both serve streams alike.
+        self.hub: SessionHub | SharedSessionHub
+        if settings.session_layout == "shared":
+            self.hub = SharedSessionHub(settings, self.metrics, client_id=f"{CLIENT_ID}-hub")
+        else:
+            self.hub = SessionHub(
+                settings, self.metrics, client_id=f"{CLIENT_ID}-hub",
+                on_topic_deleted=self._forget_topic,
+            )
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._session_topics: SessionTopics | None = None
@@ -102,6 +108,12 @@ class EdgeRuntime:
             await stack.aclose()
         self._producer = self._admin = self._session_topics = None
         log.info("edge runtime stopped")
+
+    async def open_session(self, session_id: str) -> None:
+        """Topic layout: the session's topic exists once this returns. Shared: nothing to do,
+        the session's partition is always there."""
+        if self.settings.session_layout == "topic":
+            await self.session_topics.ensure(session_id)
 
     def _forget_topic(self, topic: str) -> None:
         # A deleted session topic must be created again by the next POST into that session.

@@ -42,10 +42,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from pydantic import ValidationError
 
-from api.event_ids import epoch_of, format_event_id
+from api.event_ids import epoch_of
 from api.metrics import EdgeMetrics
+from api.session_entries import decode_entry
 from api.session_feed import (
     CLOSED_DELETED,
     CLOSED_RECREATED,
@@ -55,9 +55,8 @@ from api.session_feed import (
     SessionFeed,
     Subscription,
 )
-from api.sse_response import encode_event
 from api.terminal_index import TerminalIndex
-from schemas.session_events import TERMINAL_TYPES, parse_session_event
+from schemas.session_events import TERMINAL_TYPES
 from tokenwire.kafka_clients import learn_leaders, new_follower, stop_consumer, wake_fetch
 from tokenwire.settings import Settings
 from tokenwire.topic_metadata import TopicMetadata
@@ -215,6 +214,11 @@ class SessionHub:
 
     def known_terminal(self, session_id: str, request_id: str, epoch: str) -> int | None:
         return self._terminals.get(self._settings.session_topic(session_id), request_id, epoch)
+
+    async def beginning(self, session_id: str, *, timeout_s: float = 0.0) -> int:
+        """Where a session's history begins: offset 0 of its own topic (its oldest retained
+        event, for the consumer)."""
+        return 0
 
     async def find_terminal(
         self, session_id: str, request_id: str, *, upto: int, epoch: str | None, timeout_s: float
@@ -549,20 +553,7 @@ class SessionHub:
 
     @staticmethod
     def _entry(epoch: str, topic: str, record: ConsumerRecord) -> Entry | None:
-        raw = record.value
-        if raw is None:
-            return None
-        try:
-            text = raw.decode("utf-8")
-            event = parse_session_event(text)
-        except (UnicodeDecodeError, ValidationError, ValueError) as exc:
-            log.warning(
-                "skipping record that is not a session event topic=%s offset=%d error=%s",
-                topic, record.offset, type(exc).__name__,
-            )
-            return None
-        sse = encode_event(text, event=event.type, event_id=format_event_id(epoch, record.offset))
-        return Entry(record.offset, event.type, event.request_id, sse)
+        return decode_entry(epoch, record.offset, record.value, where=f"topic={topic}")
 
 
 async def _close_consumer(consumer: AIOKafkaConsumer) -> None:

@@ -82,8 +82,6 @@ class StartPlan:
     epoch: str | None
 
 
-FROM_THE_BEGINNING = StartPlan(0, None, None)
-
 
 class _StreamControl:
     """Ends one stream's subscription from outside its generator (client disconnect).
@@ -187,9 +185,12 @@ async def _plan_start(runtime: EdgeRuntime, params: StreamParams) -> StartPlan:
     from there would wait for events that may never come.
     """
     start = params.start
-    if start.offset == 0 and start.epoch is None:
-        return FROM_THE_BEGINNING
     try:
+        # The topic layout's sessions begin at 0; a shared partition's at the session's first
+        # request (tokenwire/session_log.py): nothing of the session lies below it.
+        floor = await runtime.hub.beginning(params.session_id, timeout_s=END_OFFSET_TIMEOUT_S)
+        if start.offset == 0 and start.epoch is None:
+            return StartPlan(floor, None, None)
         current = await runtime.hub.generation(
             params.session_id, at_least=start.offset, epoch=start.epoch,
             timeout_s=END_OFFSET_TIMEOUT_S,
@@ -205,7 +206,7 @@ async def _plan_start(runtime: EdgeRuntime, params: StreamParams) -> StartPlan:
             "resume position of another generation session=%s position=%s epoch=%s",
             params.session_id, start, current.epoch,
         )
-        return FROM_THE_BEGINNING
+        return StartPlan(floor, None, None)
     if start.offset > current.end:
         runtime.metrics.sse_refused.labels(reason=REFUSED_POSITION).inc()
         raise ApiError(
@@ -213,7 +214,7 @@ async def _plan_start(runtime: EdgeRuntime, params: StreamParams) -> StartPlan:
             f"resume position {start.offset} is past the end of the session ({current.end})",
             details={"next_offset": current.end},
         )
-    return StartPlan(start.offset, params.last_seen, current.epoch)
+    return StartPlan(max(start.offset, floor), params.last_seen, current.epoch)
 
 
 def _params(request: Request) -> StreamParams:

@@ -13,6 +13,7 @@ from schemas.control import ControlRecord
 from schemas.lifecycle import LifecycleEvent
 from schemas.requests import ChatRequest
 from schemas.session_events import SessionEvent
+from schemas.session_index import IndexRecord
 
 JSON_DIR = Path(__file__).parent / "json"
 
@@ -22,6 +23,7 @@ EXPORTS: dict[str, TypeAdapter[Any]] = {
     "lifecycle-event": TypeAdapter(LifecycleEvent),
     "risk-alert": TypeAdapter(RiskAlert),
     "control-record": TypeAdapter(ControlRecord),
+    "session-index-record": TypeAdapter(IndexRecord),
 }
 
 

@@ -19,7 +19,8 @@ from tokenwire.auth_settings import AuthSettings
 from tokenwire.errors import UnsafeSettingsError
 from tokenwire.kafka_settings import KafkaConnection, KafkaSettings
 
-CoalesceMode = Literal["chunk", "bounded"]
+CoalesceMode = Literal["chunk", "bounded", "adaptive"]
+SessionLayout = Literal["topic", "shared"]
 # development: built-in secrets allowed, the chat page gets a development JWT; anything else
 # refuses to start on a built-in or empty secret.
 Mode = Literal["development", "production"]
@@ -46,6 +47,12 @@ class Settings(BaseSettings):
     control_topic: str = "chat.control"
     control_retention_ms: int = 7 * 24 * 3600 * 1000
     session_topic_prefix: str = "chat.session."
+    # Where sessions' events live (tokenwire/session_log.py): "topic", one topic per session
+    # (chat.session.<id>), or "shared", every session in sessions_topic keyed by session id,
+    # with sessions_index_topic telling where each request's events begin.
+    session_layout: SessionLayout = "topic"
+    sessions_topic: str = "chat.sessions"
+    sessions_index_topic: str = "chat.sessions.index"
     # Audit retention (ms); -1 keeps forever.
     requests_retention_ms: int = 30 * 24 * 3600 * 1000
     events_retention_ms: int = 90 * 24 * 3600 * 1000
@@ -115,6 +122,9 @@ class Settings(BaseSettings):
     # until=done reconnects). Per-identity usage is bounded in Settings.auth.
     session_topics_remembered: int = Field(default=100_000, ge=1)
     sse_terminal_index_size: int = Field(default=4_096, ge=1)
+    # Shared layout: sessions whose request starts an edge or worker keeps in memory (least
+    # recently written forgotten first; a forgotten one is read from its partition's start).
+    session_index_remembered: int = Field(default=1_000_000, ge=1)
     cors_origins: list[str] = Field(default_factory=list)
 
     # --- Simulator -----------------------------------------------------------------------

@@ -57,16 +57,21 @@ class TopicSpec:
     name: str
     partitions: int
     retention_ms: int
+    # Compacted as well as aged out: only the newest record per key is needed.
+    compacted: bool = False
 
     def as_new_topic(self, replication: Replication) -> NewTopic:
+        configs = {
+            "retention.ms": str(self.retention_ms),
+            "min.insync.replicas": str(replication.min_insync),
+        }
+        if self.compacted:
+            configs["cleanup.policy"] = "compact,delete"
         return NewTopic(
             name=self.name,
             num_partitions=self.partitions,
             replication_factor=replication.factor,
-            topic_configs={
-                "retention.ms": str(self.retention_ms),
-                "min.insync.replicas": str(replication.min_insync),
-            },
+            topic_configs=configs,
         )
 
 
@@ -92,7 +97,26 @@ def core_topics(settings: Settings) -> list[TopicSpec]:
         ),
         TopicSpec(settings.alerts_topic, 1, settings.alerts_retention_ms),
         TopicSpec(settings.dead_letter_topic, 1, settings.dead_letter_retention_ms),
+        *shared_session_topics(settings),
     ]
+
+
+def shared_session_topics(settings: Settings) -> list[TopicSpec]:
+    """The shared layout's two topics (tokenwire/session_log.py), partition for partition with
+    chat.requests: a session's events are written by the worker owning its requests."""
+    if settings.session_layout != "shared":
+        return []
+    n, retention = settings.requests_partitions, settings.session_retention_ms
+    return [
+        TopicSpec(settings.sessions_topic, n, retention),
+        TopicSpec(settings.sessions_index_topic, n, retention, compacted=True),
+    ]
+
+
+def copartitioned_topics(settings: Settings) -> list[str]:
+    """Topics whose partition n belongs with chat.requests' partition n."""
+    shared = [spec.name for spec in shared_session_topics(settings)]
+    return [settings.requests_topic, settings.control_topic, *shared]
 
 
 def session_topic_spec(settings: Settings, session_id: str) -> TopicSpec:
@@ -135,13 +159,14 @@ async def ensure_core_topics(settings: Settings) -> None:
         await create_topics(
             admin, core_topics(settings), await cluster_replication(admin, settings)
         )
-        await _check_copartitioned(admin, settings.requests_topic, settings.control_topic)
+        await _check_copartitioned(admin, *copartitioned_topics(settings))
     finally:
         await admin.close()
 
 
 async def _check_copartitioned(admin: AIOKafkaAdminClient, *topics: str) -> None:
-    """A session's cancels reach its worker only if both topics have as many partitions."""
+    """A session's cancels (and, shared, its events) are with its requests' worker only if
+    these topics have as many partitions."""
     deadline = time.monotonic() + COPARTITION_WAIT_S
     while True:
         described = await admin.describe_topics(list(topics))

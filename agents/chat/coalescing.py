@@ -4,6 +4,10 @@
 - ``bounded``: chunks are joined until ``max_chars`` are buffered or the oldest buffered chunk is
   ``max_delay_ms`` old, whichever comes first; the latency added to any chunk is bounded by the
   delay, and a fast model's many tiny chunks cost far fewer Kafka records.
+- ``adaptive``: one event per chunk while the worker keeps up, as ``chunk``; while it is behind
+  (more chunks already waiting to be written, or this answer's earlier events not yet
+  acknowledged by the broker) chunks are joined as in ``bounded``, so a loaded worker writes
+  fewer, larger events instead of falling further behind, within the same latency bound.
 """
 
 from __future__ import annotations
@@ -44,10 +48,13 @@ class Coalescer:
     def empty(self) -> bool:
         return not self._parts
 
-    def due(self, now: float) -> bool:
+    def due(self, now: float, *, behind: bool = False) -> bool:
+        """``behind``: the writer has work queued (``adaptive`` joins chunks only then)."""
         if self.empty:
             return False
         if self.mode == "chunk" or self._chars >= self.max_chars:
+            return True
+        if self.mode == "adaptive" and not behind:
             return True
         return self.deadline() <= now
 

@@ -232,7 +232,8 @@ class Generation:
             first_token_at = await self._take(item, pending, message, first_token_at)
             finish_reason = item.finish_reason or finish_reason
             usage = item.usage or usage
-            if pending.due(time.time()):
+            behind = not queue.empty() or self.writer.unacked > 0
+            if pending.due(time.time(), behind=behind):
                 await self._flush(pending)
         if not pending.empty:
             await self._flush(pending)

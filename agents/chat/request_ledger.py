@@ -1,7 +1,8 @@
 """What the log already says about a request, for records that may be delivered again.
 
 After a crash or a rebalance, records between the committed offset and the partition's end at
-assignment time may already have been (partly) answered. Their session topic is the truth: a
+assignment time may already have been (partly) answered. Their session's log is the truth (read
+through tokenwire/session_log.py, in either layout): a
 terminal event means "finished, do not generate again"; otherwise the highest attempt seen says
 which attempt comes next. Records produced after assignment are new and skip the read.
 
@@ -14,7 +15,6 @@ with the same content; readers de-duplicate it by ``(type, request_id)`` (schema
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,40 +119,6 @@ async def end_offsets(
         return dict(await consumer.end_offsets(partitions))
     finally:
         await stop_consumer(consumer)
-
-
-async def read_history(kafka: KafkaConnection, topic: str, request_id: str) -> RequestHistory:
-    tp = TopicPartition(topic, 0)
-    consumer = new_consumer(kafka, client_id="tokenwire-worker-ledger")
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        start = (await consumer.beginning_offsets([tp]))[tp]
-        end = (await consumer.end_offsets([tp]))[tp]
-        if end <= start:
-            return RequestHistory()
-        consumer.seek(tp, start)
-        events: list[dict[str, Any]] = []
-        while await consumer.position(tp) < end:
-            batches = await consumer.getmany(tp, timeout_ms=READ_TIMEOUT_MS)
-            for record in batches.get(tp, []):
-                if (event := _event_of(record.value, request_id)) is not None:
-                    events.append(event)
-        return history_of(events)
-    finally:
-        await stop_consumer(consumer)
-
-
-def _event_of(raw: bytes | None, request_id: str) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    try:
-        event = json.loads(raw)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(event, dict) or event.get("request_id") != request_id:
-        return None
-    return event
 
 
 def history_of(events: list[dict[str, Any]]) -> RequestHistory:

@@ -46,7 +46,7 @@ from agents.chat.request_ledger import (
     AssignmentMarks,
     RequestHistory,
     end_offsets,
-    read_history,
+    history_of,
 )
 from agents.chat.retry_policy import RetryPolicy
 from agents.chat.session_janitor import SessionJanitor
@@ -58,8 +58,9 @@ from schemas.requests import ChatRequest
 from schemas.session_events import CANCELLED, Timings, Usage
 from tokenwire.errors import GenerationError, TopicError
 from tokenwire.kafka_clients import new_admin, new_producer
+from tokenwire.session_log import TopicSessionLog, worker_session_log
 from tokenwire.settings import Settings
-from tokenwire.topics import SessionTopics, ensure_core_topics
+from tokenwire.topics import ensure_core_topics
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +89,10 @@ class ChatRuntime(mode.Service):
         self.admin = new_admin(s.kafka_connection, client_id=f"{s.worker_id}-admin")
         await self.admin.start()
         self.client = new_client(s)
-        self.session_topics = SessionTopics(s, self.admin)
-        self.janitor = SessionJanitor(s, self.admin, self.session_topics)
-        self.add_future(self.janitor.run_forever())
+        self.session_log = worker_session_log(s, self.producer, self.admin)
+        if isinstance(self.session_log, TopicSessionLog):
+            self.janitor = SessionJanitor(s, self.admin, self.session_log.topics)
+            self.add_future(self.janitor.run_forever())
         self.control = ControlFollower(s, self.cancels, self.producer)
         await self.control.start()
         self.add_future(self.control.run_forever())
@@ -106,6 +108,8 @@ class ChatRuntime(mode.Service):
         # on_start may have failed half-way: close what exists.
         if (control := getattr(self, "control", None)) is not None:
             await control.stop()
+        if (session_log := getattr(self, "session_log", None)) is not None:
+            await session_log.close()
         if (producer := getattr(self, "producer", None)) is not None:
             await producer.stop()
         if (admin := getattr(self, "admin", None)) is not None:
@@ -132,6 +136,14 @@ class ChatRuntime(mode.Service):
         except Exception:
             # Without marks every record is checked against its session topic: slower, still safe.
             log.exception("could not read end offsets at assignment partitions=%s", ours)
+        if self.settings.session_layout == "shared":
+            sessions = [TopicPartition(self.settings.sessions_topic, tp.partition) for tp in ours]
+            try:
+                ends = await end_offsets(self.settings.kafka_connection, sessions)
+                self.session_log.note_ends({tp.partition: end for tp, end in ends.items()})
+            except Exception:
+                # Each partition's end is then asked of the broker by its first request.
+                log.exception("could not read session partition ends partitions=%s", ours)
 
     async def on_revoked(self, sender: Any, revoked: set[TopicPartition], **_: Any) -> None:
         # Their records will be delivered again (to us or another worker) and resume there.
@@ -198,8 +210,8 @@ class ChatRuntime(mode.Service):
         writer: SessionWriter | None = None
         signal = self.cancels.register(request.request_id, request.session_id)
         try:
-            topic = await self.session_topics.ensure(request.session_id)
-            writer = self._writer(request, topic)
+            await self.session_log.open_request(request.session_id, request.request_id)
+            writer = self._writer(request)
             if signal.requested:
                 # Cancelled while queued: ended without a generation slot.
                 await self._answer(request, writer, signal, tp, offset)
@@ -231,7 +243,7 @@ class ChatRuntime(mode.Service):
         offset: int,
     ) -> None:
         """Generate, end as cancelled, or re-send the outcome of a request finished before."""
-        history = await self._history(request, writer.topic, tp, offset)
+        history = await self._history(request, tp, offset)
         if history is not None and history.finished:
             await self._log_outcome_again(request, writer, history)
             return
@@ -293,13 +305,14 @@ class ChatRuntime(mode.Service):
         await self.acks.finish(tp, offset, stream)
 
     async def _history(
-        self, request: ChatRequest, topic: str, tp: TopicPartition, offset: int
+        self, request: ChatRequest, tp: TopicPartition, offset: int
     ) -> RequestHistory | None:
-        """What the session topic says of a request that may be delivered again; None: new."""
+        """What the session's log says of a request that may be delivered again; None: new."""
         assert request.request_id is not None
         if not self.marks.may_be_redelivered(tp, offset):
             return None
-        return await read_history(self.settings.kafka_connection, topic, request.request_id)
+        events = await self.session_log.request_events(request.session_id, request.request_id)
+        return history_of(events)
 
     async def _log_outcome_again(
         self, request: ChatRequest, writer: SessionWriter, history: RequestHistory
@@ -326,10 +339,13 @@ class ChatRuntime(mode.Service):
             "model": writer.model,
         }
 
-    def _writer(self, request: ChatRequest, topic: str) -> SessionWriter:
+    def _writer(self, request: ChatRequest) -> SessionWriter:
         assert request.request_id is not None
         model = request.model or self.settings.default_model
-        return SessionWriter(self.producer, topic, request, request.request_id, model, time.time())
+        return SessionWriter(
+            self.producer, self.session_log.place(request.session_id), request,
+            request.request_id, model, time.time(), on_written=self.session_log.written,
+        )  # fmt: skip
 
     async def _end_request(
         self,
@@ -350,7 +366,7 @@ class ChatRuntime(mode.Service):
         """
         assert request.request_id is not None
         if writer is None:
-            writer = self._writer(request, self.settings.session_topic(request.session_id))
+            writer = self._writer(request)
         writer.forget_pending()
         where = f"request_id={request.request_id} partition={tp.partition} offset={offset}"
         error = GenerationError(code, message, retryable=retryable)
@@ -360,14 +376,14 @@ class ChatRuntime(mode.Service):
 
         async def end_session() -> None:
             # Made again if it vanished (deleted as idle by a janitor while cached as ready).
-            await self.session_topics.ensure(request.session_id)
+            await self.session_log.open_request(request.session_id, request.request_id)
             await writer.error(
                 code, message, retryable=retryable, emitted_at=outcome.timings.finished_at
             )
 
         await self._durably(
             "error_event", end_session, where,
-            on_failure=lambda: self.session_topics.forget(writer.topic),
+            on_failure=lambda: self.session_log.forget(request.session_id),
         )
         await self._finish(outcome, self._common(request, writer), where=where)
 

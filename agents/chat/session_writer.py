@@ -1,4 +1,5 @@
-"""Writes one request's events to its session topic, numbering them per attempt.
+"""Writes one request's events to its session's place (tokenwire/session_log.py), numbering
+them per attempt.
 
 Token events are handed to the producer without waiting for the broker (the idempotent producer
 keeps them in order); ``done`` is sent once every token is confirmed, and awaited, because the
@@ -8,9 +9,10 @@ request's offset may be committed only once its end is durable.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from pydantic import BaseModel
 
 from agents.chat.stream_output import REASONING, REFUSAL, TEXT, TOOL_CALL, Output
@@ -31,17 +33,24 @@ from schemas.session_events import (
 
 
 async def send(
-    producer: AIOKafkaProducer, topic: str, key: str, event: BaseModel, at: float | None = None
+    producer: AIOKafkaProducer,
+    topic: str,
+    key: str,
+    event: BaseModel,
+    at: float | None = None,
+    *,
+    partition: int | None = None,
 ) -> asyncio.Future[object]:
     """Queue one event; the returned future resolves when the broker has it (acks=all).
 
     ``at``: the record's timestamp (default: now), so that a record sent again carries the
-    timestamp of the first.
+    timestamp of the first. ``partition``: None lets the key choose.
     """
     timestamp_ms = None if at is None else int(at * 1000)
     return await producer.send(
-        topic, value=event.model_dump_json().encode(), key=key.encode(), timestamp_ms=timestamp_ms
-    )
+        topic, value=event.model_dump_json().encode(), key=key.encode(),
+        timestamp_ms=timestamp_ms, partition=partition,
+    )  # fmt: skip
 
 
 PRUNE_AT = 256
@@ -50,15 +59,19 @@ PRUNE_AT = 256
 @dataclass
 class SessionWriter:
     producer: AIOKafkaProducer
-    topic: str
+    place: TopicPartition
     request: ChatRequest
     request_id: str
     model: str
     accepted_at: float
+    # Told of each event's offset once the broker has it (the shared layout's lower bounds).
+    on_written: Callable[[TopicPartition, int], None] | None = None
     attempt: int = 1
     _seq: int = 0
     _pending: list[asyncio.Future[object]] = field(default_factory=list)
     _prune_at: int = PRUNE_AT
+    # Events handed to the producer and not yet acknowledged (adaptive coalescing's signal).
+    unacked: int = 0
     # The error event once built: a retried write of the same error sends this event (same seq)
     # again rather than a second terminal event.
     _error: ErrorEvent | None = None
@@ -73,8 +86,18 @@ class SessionWriter:
             "seq": self._seq,
         }
 
+    @property
+    def topic(self) -> str:
+        return self.place.topic
+
     async def _send(self, event: BaseModel, *, again: bool = False) -> None:
-        self._pending.append(await send(self.producer, self.topic, self.request.session_id, event))
+        future = await send(
+            self.producer, self.place.topic, self.request.session_id, event,
+            partition=self.place.partition,
+        )  # fmt: skip
+        self.unacked += 1
+        future.add_done_callback(self._written)
+        self._pending.append(future)
         if not again:
             self._seq += 1
         if len(self._pending) >= self._prune_at:
@@ -173,6 +196,13 @@ class SessionWriter:
         pending, self._pending = self._pending, []
         if pending:
             await asyncio.gather(*pending)
+
+
+    def _written(self, future: asyncio.Future[object]) -> None:
+        self.unacked -= 1
+        if self.on_written is not None and not future.cancelled() and not future.exception():
+            metadata = future.result()
+            self.on_written(self.place, metadata.offset)  # type: ignore[attr-defined]
 
 
 def _retrieve(future: asyncio.Future[object]) -> None:

@@ -92,8 +92,8 @@ class PendingOutput:
         if self.coalescer.empty:  # a header without arguments: it still has a time
             self.header_at = received_at
 
-    def due(self, now: float) -> bool:
-        return self.coalescer.due(now)
+    def due(self, now: float, *, behind: bool = False) -> bool:
+        return self.coalescer.due(now, behind=behind)
 
     def deadline(self) -> float:
         return self.coalescer.deadline()

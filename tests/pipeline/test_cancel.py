@@ -8,6 +8,7 @@ again to a new worker after the one generating it was killed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
@@ -17,7 +18,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 
 from schemas.control import CancelRequest
-from tests.fixtures.pipeline import WorkerProcess, pipeline_settings_for, start_worker
+from tests.fixtures.pipeline import WorkerProcess, edge_serving, pipeline_settings_for, start_worker
 from tests.fixtures.sse_client import Received, read_session
 from tests.fixtures.waiting import eventually_true
 from tests.pipeline.conftest import lifecycle_of, token_for, user_message
@@ -123,11 +124,14 @@ async def test_a_request_cancelled_while_queued_is_never_sent_to_the_llm(
 
 
 async def test_a_cancel_survives_the_worker_being_killed(
-    kafka_bootstrap: str, simulator_url: str, edge_url: str, worker_logs,
+    kafka_bootstrap: str, simulator_url: str, session_layout: str, worker_logs,
+    exit_stack: contextlib.AsyncExitStack,
 ) -> None:
     tag = f"cancelcrash{uuid.uuid4().hex[:8]}"
-    settings = pipeline_settings_for(kafka_bootstrap, simulator_url, tag)
+    settings = pipeline_settings_for(kafka_bootstrap, simulator_url, tag,
+                                     session_layout=session_layout)
     await ensure_core_topics(settings)
+    edge_url = await exit_stack.enter_async_context(edge_serving(settings))
     sid, rid = f"s-{tag}", f"r-{tag}"
     messages = user_message(f"{SLOW} crash {tag}")
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all",

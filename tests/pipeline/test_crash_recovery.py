@@ -9,14 +9,15 @@ past the long ones. After ``kill -9`` a new worker must resume the long ones as 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from tests.fixtures.kafka_reading import read_topic
-from tests.fixtures.pipeline import pipeline_settings_for, start_worker
+from tests.fixtures.kafka_reading import read_session_records
+from tests.fixtures.pipeline import edge_serving, pipeline_settings_for, start_worker
 from tests.fixtures.sse_client import read_session
 from tests.pipeline.conftest import token_for, user_message
 from tokenwire.answers import fold
@@ -27,12 +28,15 @@ LONG = "[[sim: tokens=120 tps=25]]"
 
 
 async def test_kill_9_mid_stream_loses_nothing_and_repeats_nothing(
-    kafka_bootstrap: str, simulator_url: str, edge_url: str, worker_logs: Path
+    kafka_bootstrap: str, simulator_url: str, session_layout: str, worker_logs: Path,
+    exit_stack: contextlib.AsyncExitStack,
 ) -> None:
     tag = f"crash{uuid.uuid4().hex[:8]}"
     settings = pipeline_settings_for(kafka_bootstrap, simulator_url, tag, worker_concurrency=4,
-                                     requests_partitions=2)
+                                     requests_partitions=2,
+                                     session_layout=session_layout)
     await ensure_core_topics(settings)
+    edge_url = await exit_stack.enter_async_context(edge_serving(settings))
     first = await start_worker(settings, worker_logs)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all",
                                 enable_idempotence=True)
@@ -67,8 +71,8 @@ async def test_kill_9_mid_stream_loses_nothing_and_repeats_nothing(
         finally:
             second.stop()
 
-        short_events = [json.loads(r.value) for r in await read_topic(
-            kafka_bootstrap, settings.session_topic(short_session))]
+        short_events = [json.loads(r.value)
+                        for r in await read_session_records(settings, short_session)]
         assert [e["type"] for e in short_events if e["type"] != "token"] == ["start", "done"]
         assert fold(short_events)[f"r-{short_session}"].text == expected_text(short)
     finally:

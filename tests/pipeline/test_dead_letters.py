@@ -83,7 +83,7 @@ async def test_a_record_that_breaks_the_decoder_is_dead_lettered_and_the_partiti
     good_at = await kafka_producer.send_and_wait(s.requests_topic, good, key=session_id.encode())
     assert bad_at.partition == good_at.partition
 
-    done = await wait_for_terminal(s.kafka_bootstrap, s.session_topic(session_id), request_id)
+    done = await wait_for_terminal(s, session_id, request_id)
     assert done["type"] == "done"
     tp = TopicPartition(s.requests_topic, good_at.partition)
     await wait_until_committed_past(s.kafka_bootstrap, s.worker_id, tp, good_at.offset)
@@ -118,7 +118,7 @@ async def test_a_dead_letter_kafka_will_not_take_holds_its_record_not_the_partit
                                                      key=session_id.encode())
 
         # The record behind is answered while the dead letter still cannot be written...
-        done = await wait_for_terminal(kafka_bootstrap, s.session_topic(session_id), request_id,
+        done = await wait_for_terminal(s, session_id, request_id,
                                        timeout_s=20)
         assert done["type"] == "done"
 

@@ -78,7 +78,7 @@ async def test_a_session_topic_the_broker_refuses_ends_the_request_and_the_parti
             timeout_s=30,
         )
         assert failed["code"] == "unavailable"
-        done = await wait_for_terminal(s.kafka_bootstrap, s.session_topic(fine), fine_id)
+        done = await wait_for_terminal(s, fine, fine_id)
         assert done["type"] == "done"
         await wait_until_committed_past(
             s.kafka_bootstrap, s.worker_id, TopicPartition(s.requests_topic, 0), fine_at
@@ -96,10 +96,10 @@ async def test_a_session_with_a_queue_does_not_hold_up_another_session(
               for i in range(SHARE)]
     other_id, _ = await publish(kafka_producer, s, other, "just one short question")
 
-    other_done = await wait_for_terminal(s.kafka_bootstrap, s.session_topic(other), other_id)
-    await wait_for_terminal(s.kafka_bootstrap, s.session_topic(busy), queued[-1], timeout_s=90)
+    other_done = await wait_for_terminal(s, other, other_id)
+    await wait_for_terminal(s, busy, queued[-1], timeout_s=90)
 
-    events = await session_events(s.kafka_bootstrap, s.session_topic(busy))
+    events = await session_events(s, busy)
     busy_done = [e["emitted_at"] for e in events if e["type"] == "done"]
     assert len(busy_done) == SHARE
     # With two slots, the other session gets the one the busy session is not using: it must
@@ -118,7 +118,7 @@ async def test_requests_beyond_a_sessions_share_of_the_queue_end_at_once_as_busy
     ids = [(await publish(kafka_producer, s, session_id, f"{SLOW} flood {i}"))[0]
            for i in range(SHARE + 2)]
 
-    ends = [await wait_for_terminal(s.kafka_bootstrap, s.session_topic(session_id), rid,
+    ends = [await wait_for_terminal(s, session_id, rid,
                                     timeout_s=90) for rid in ids]
 
     assert [e["type"] for e in ends] == ["done"] * SHARE + ["error"] * 2

@@ -68,7 +68,7 @@ async def test_a_completed_record_cut_off_by_a_crash_is_sent_by_the_next_worker(
             return s.events_topic not in await kafka_admin.list_topics()
 
         await eventually_async(events_gone, 30, "chat.events deleted")
-        done = await wait_for_terminal(kafka_bootstrap, s.session_topic(session_id), request_id)
+        done = await wait_for_terminal(s, session_id, request_id)
         assert done["type"] == "done"
 
         async def completed_retried() -> bool:

@@ -12,9 +12,10 @@ from typing import Any
 import httpx
 from aiokafka import TopicPartition
 
-from tests.fixtures.kafka_reading import read_topic
+from tests.fixtures.kafka_reading import read_session_records
 from tokenwire.kafka_clients import new_admin
 from tokenwire.kafka_settings import KafkaConnection
+from tokenwire.settings import Settings
 
 POLL_S = 0.2
 
@@ -51,22 +52,23 @@ async def wait_until_committed_past(
     await eventually_async(past, timeout_s, f"the commit of {tp} passing offset {offset}")
 
 
-async def session_events(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    return [json.loads(r.value) for r in await read_topic(bootstrap, topic)]
+async def session_events(settings: Settings, session_id: str) -> list[dict[str, Any]]:
+    """The session's events on the log, in either session layout."""
+    return [json.loads(r.value) for r in await read_session_records(settings, session_id)]
 
 
 async def wait_for_terminal(
-    bootstrap: str, topic: str, request_id: str, timeout_s: float = 60.0
+    settings: Settings, session_id: str, request_id: str, timeout_s: float = 60.0
 ) -> dict[str, Any]:
-    """The request's ``done``/``error`` event on its session topic, once it is there."""
+    """The request's ``done``/``error`` event on its session's log, once it is there."""
     found: list[dict[str, Any]] = []
 
     async def ended() -> bool:
-        found[:] = [e for e in await session_events(bootstrap, topic)
+        found[:] = [e for e in await session_events(settings, session_id)
                     if e["request_id"] == request_id and e["type"] in ("done", "error")]
         return bool(found)
 
-    await eventually_async(ended, timeout_s, f"a terminal event of {request_id} on {topic}")
+    await eventually_async(ended, timeout_s, f"a terminal event of {request_id} in {session_id}")
     return found[0]
 
 

@@ -33,3 +33,17 @@ def test_empty_chunks_do_not_open_a_batch() -> None:
     c = Coalescer(mode="bounded", max_chars=10, max_delay_s=0.01)
     c.add("", 1.0)
     assert c.empty and not c.due(99.0)
+
+
+def test_adaptive_writes_each_chunk_while_caught_up_and_joins_them_while_behind() -> None:
+    c = Coalescer(mode="adaptive", max_chars=100, max_delay_s=0.015)
+    c.add("a", 0.0)
+    assert c.due(0.0)  # caught up: one event per chunk, no added latency
+    c.drain()
+    c.add("b", 1.0)
+    c.add("c", 1.005)
+    assert not c.due(1.005, behind=True)  # behind: joined...
+    assert c.due(1.015, behind=True)  # ...within the latency bound
+    assert c.drain() == ("bc", 1.005)
+    c.add("x" * 100, 2.0)
+    assert c.due(2.0, behind=True)  # a full buffer leaves at once

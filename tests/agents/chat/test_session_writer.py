@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic_core import PydanticSerializationError
 
@@ -28,7 +28,7 @@ async def _writer(
         {"request_id": "r", "session_id": "s", "user_id": "u",
          "messages": [{"role": "user", "content": "hi"}]}
     )  # fmt: skip
-    return SessionWriter(kafka_producer, topic, request, "r", "m", 1.0)
+    return SessionWriter(kafka_producer, TopicPartition(topic, 0), request, "r", "m", 1.0)
 
 
 async def _seqs(bootstrap: str, topic: str) -> list[tuple[str, int]]:
