@@ -90,18 +90,47 @@ class IndexReader:
         self._consumer: AIOKafkaConsumer | None = None
         self._positions: dict[TopicPartition, int] = {}
         self._lock = asyncio.Lock()
+        self._wanted: set[int] = set()
+        self._round: asyncio.Task[None] | None = None
+        self._rounds_started = 0
+        self._rounds_done = 0
 
     async def close(self) -> None:
+        if self._round is not None:
+            self._round.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._round
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await stop_consumer(consumer)
 
     async def catch_up(self, partitions: list[int], *, timeout_s: float) -> None:
         """Read ``partitions`` up to their end as of now. Raises ``TimeoutError`` past
-        ``timeout_s``; what was read stays in the table, and the next call goes on from there."""
-        async with asyncio.timeout(timeout_s), self._lock:
+        ``timeout_s``; what was read stays in the table, and the next call goes on from there.
+
+        Each caller needs a read that begins after its call; callers that arrive while a read
+        runs share the next one, so a burst of new streams costs a few reads, not one each.
+        """
+        self._wanted.update(partitions)
+        needed = self._rounds_started + 1
+        async with asyncio.timeout(timeout_s):
+            while self._rounds_done < needed:
+                if self._round is None or self._round.done():
+                    self._rounds_started += 1
+                    self._round = asyncio.create_task(
+                        self._read_round(self._rounds_started), name="tokenwire-index-read"
+                    )
+                await asyncio.shield(self._round)
+
+    @property
+    def reads(self) -> int:
+        """How many reads up to the end were made (shared by the callers that waited for them)."""
+        return self._rounds_started
+
+    async def _read_round(self, number: int) -> None:
+        async with self._lock:
             consumer = await self._started()
-            wanted = [TopicPartition(self._topic, p) for p in partitions]
+            wanted = [TopicPartition(self._topic, p) for p in sorted(self._wanted)]
             if not set(wanted) <= set(self._positions):
                 for tp in wanted:
                     self._positions.setdefault(tp, 0)
@@ -120,6 +149,7 @@ class IndexReader:
                     self._positions[tp] = await consumer.position(tp)
                     if self._positions[tp] >= ends[tp]:
                         behind.discard(tp)
+            self._rounds_done = max(self._rounds_done, number)
 
     async def _started(self) -> AIOKafkaConsumer:
         if self._consumer is None:

@@ -179,3 +179,22 @@ async def test_until_done_reconnect_past_the_terminal_gets_204(
     headers = {"Last-Event-ID": received[-1].last_event_id}
     async with SseStream(url, token=token, params=params, headers=headers) as again:
         assert again.status == 204
+
+
+async def test_hostile_records_in_the_shared_topics_are_skipped_and_streams_go_on(
+    shared_edge: Edge, worker: WorkerStandIn, kafka_producer: AIOKafkaProducer,
+    unique_name: Callable[..., str],
+) -> None:
+    sid = unique_name("s")
+    s = shared_edge.settings
+    place = worker.log.place(sid)
+    for junk in (b"[" * 50_000, b'{"type": "token"}', b"\xff\xfe", b'{"type": 1, "request_id": 2}'):
+        await kafka_producer.send_and_wait(s.sessions_index_topic, junk, key=b"x", partition=0)
+        await kafka_producer.send_and_wait(place.topic, junk, key=sid.encode(),
+                                           partition=place.partition)
+    offsets = await worker.answer(sid, "r1")
+    async with SseStream(shared_edge.events_url(sid), token=shared_edge.token(sid),
+                         params={"from": "0"}) as stream:
+        received = await stream.take(len(offsets))
+    assert [e.id for e in received] == offsets
+    assert shared_edge.runtime.hub.ready

@@ -99,6 +99,9 @@ def acl_table(settings: Settings) -> list[Acl]:
     )  # fmt: skip
     s = settings
     session = [s.session_topic_prefix]
+    # The shared layout's topics (tokenwire/session_log.py), granted in either layout: a cluster
+    # can switch layouts without new ACLs.
+    shared = [s.sessions_topic, s.sessions_index_topic]
     core = [
         s.requests_topic, s.events_topic, s.alerts_topic, s.dead_letter_topic, s.control_topic
     ]
@@ -109,6 +112,7 @@ def acl_table(settings: Settings) -> list[Acl]:
         *_grants("edge", T, [s.events_topic, s.alerts_topic], LIT, R, D),
         *_grants("edge", T, [s.control_topic], LIT, W, D),
         *_grants("edge", T, session, PRE, CR, R, D),
+        *_grants("edge", T, shared, LIT, R, D),
         *_grants("edge", C, [CLUSTER_NAME], LIT, idempotent),
         # worker
         *_grants("worker", T, [s.requests_topic], LIT, R, D, CR),
@@ -117,12 +121,14 @@ def acl_table(settings: Settings) -> list[Acl]:
         # cancels: assigned by hand, read (no group); created with the core topics
         *_grants("worker", T, [s.control_topic], LIT, R, D, CR),
         *_grants("worker", T, session, PRE, CR, W, R, D, DEL),
+        *_grants("worker", T, shared, LIT, CR, W, R, D),
         *_grants("worker", T, [f"{s.worker_id}-"], PRE, CR, R, W, D),
         *_grants("worker", G, [s.worker_id], LIT, R, D),
         *_grants("worker", C, [CLUSTER_NAME], LIT, idempotent),
         # auditor
         *_grants("auditor", T, core, LIT, R, D),
         *_grants("auditor", T, session, PRE, R, D),
+        *_grants("auditor", T, shared, LIT, R, D),
         # producer
         *_grants("producer", T, [s.requests_topic], LIT, W, D),
         *_grants("producer", C, [CLUSTER_NAME], LIT, idempotent),
