@@ -33,6 +33,8 @@ class CliResult:
 
 
 Replay = Callable[..., Awaitable[CliResult]]
+# A scripted test marked so runs in both session layouts (tokenwire/session_log.py).
+both_layouts = pytest.mark.parametrize("layout", ["topic", "shared"])
 
 
 @pytest.fixture(scope="session")
@@ -46,12 +48,20 @@ def admin(kafka_admin: AIOKafkaAdminClient) -> AIOKafkaAdminClient:
 
 
 @pytest.fixture
+def layout() -> str:
+    """The session layout of ``scripted`` (``both_layouts`` parametrizes it)."""
+    return "topic"
+
+
+@pytest.fixture
 async def scripted(
-    kafka_bootstrap: str, producer: AIOKafkaProducer, admin: AIOKafkaAdminClient, unique_name: Any
+    kafka_bootstrap: str, producer: AIOKafkaProducer, admin: AIOKafkaAdminClient,
+    unique_name: Any, layout: str,
 ) -> AsyncIterator[ScriptedLog]:
     """A log on topics no other test uses (session topics included), deleted afterwards."""
     tag = unique_name("rp")
-    yield ScriptedLog(replay_settings(kafka_bootstrap, tag), producer, admin)
+    settings = replay_settings(kafka_bootstrap, tag, session_layout=layout)
+    yield ScriptedLog(settings, producer, admin)
     ours = [t for t in await admin.list_topics() if t.startswith(f"{tag}.")]
     if ours:
         await admin.delete_topics(ours)

@@ -3,7 +3,9 @@
 ``Stream`` numbers one request's session events as the worker does (``seq`` from 0 per attempt),
 ``ScriptedLog`` produces requests, events, lifecycle records and dead letters with explicit
 record timestamps, and ``copy_session`` copies one session's slice of a real pipeline's log into
-fresh topics so that it can be tampered with.
+fresh topics so that it can be tampered with. Session events go where the worker writes them in
+the settings' layout (tokenwire/session_log.py): the session's topic, or its partition of the
+shared topic keyed by session id.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from schemas.session_events import (
     Usage,
 )
 from tokenwire.replay.log_reader import LogReader, Record
+from tokenwire.session_log import place_of
 from tokenwire.settings import Settings
 from tokenwire.topics import UNREPLICATED, create_topics, ensure_core_topics, session_topic_spec
 
@@ -53,6 +56,8 @@ def replay_settings(bootstrap: str, tag: str, **overrides: Any) -> Settings:
         "dead_letter_topic": f"{tag}.dlq",
         "control_topic": f"{tag}.control",
         "session_topic_prefix": f"{tag}.session.",
+        "sessions_topic": f"{tag}.sessions",
+        "sessions_index_topic": f"{tag}.sessions.index",
         "worker_id": f"{tag}-worker",
     }
     values.update(overrides)
@@ -122,7 +127,11 @@ class ScriptedLog:
         self.admin = admin
 
     async def create(self, *session_ids: str) -> None:
+        """The core topics (the shared session topic among them, in that layout), and in the
+        topic layout the topics of ``session_ids``."""
         await ensure_core_topics(self.settings)
+        if self.settings.session_layout == "shared":
+            return
         await create_topics(
             self.admin,
             [session_topic_spec(self.settings, s) for s in session_ids],
@@ -163,9 +172,16 @@ class ScriptedLog:
         await self._send(self.settings.dead_letter_topic, raw, key, None, headers=headers)
 
     async def events(self, *events: SessionEvent, at: float | None = None) -> None:
+        """As the worker writes them: keyed by session id, to ``place_of`` the session."""
         for event in events:
-            topic = self.settings.session_topic(event.session_id)
-            await self._send(topic, event.model_dump_json().encode(), event.session_id, at)
+            await self.event_as(event.session_id, event, at=at)
+
+    async def event_as(self, key: str | None, event: SessionEvent, *, at: float | None = None,
+                       partition: int | None = None) -> Any:
+        """``event`` written where session ``key``'s events go (``partition``: another one)."""
+        place = place_of(self.settings, key or event.session_id)
+        return await self._send(place.topic, event.model_dump_json().encode(), key, at,
+                                partition=place.partition if partition is None else partition)
 
     async def lifecycle(self, event: BaseModel, user_id: str = "u-audit",
                         at: float | None = None) -> None:
@@ -255,10 +271,13 @@ async def copy_session(
             moved[(record.partition, record.offset)] = await producer.send_and_wait(
                 target.requests_topic, record.value, key=record.key, partition=record.partition,
                 timestamp_ms=record.timestamp)
-    for record in sorted(await _read(source, source.session_topic(session_id)),
+    source_place, target_place = place_of(source, session_id), place_of(target, session_id)
+    for record in sorted(await _read(source, source_place.topic, [source_place.partition]),
                          key=lambda r: r.offset):
-        await producer.send_and_wait(target.session_topic(session_id), record.value,
-                                     key=record.key, timestamp_ms=record.timestamp)
+        if record.key == session_id.encode():  # the shared layout interleaves other sessions
+            await producer.send_and_wait(target_place.topic, record.value, key=record.key,
+                                         partition=target_place.partition,
+                                         timestamp_ms=record.timestamp)
     for record in await _read(source, source.events_topic):
         if json.loads(record.value or b"{}").get("session_id") == session_id:
             await producer.send_and_wait(target.events_topic, record.value, key=record.key,
@@ -276,9 +295,10 @@ async def copy_session(
                                      timestamp_ms=record.timestamp, headers=list(headers.items()))
 
 
-async def _read(settings: Settings, topic: str) -> list[Record]:
+async def _read(settings: Settings, topic: str, partitions: list[int] | None = None
+                ) -> list[Record]:
     async with LogReader(settings.kafka_connection, client_id="replay-tests-copy") as reader:
-        return await reader.read(topic)
+        return await reader.read(topic, partitions=partitions)
 
 
 async def delete_topic(admin: AIOKafkaAdminClient, settings: Settings, topic: str) -> None:

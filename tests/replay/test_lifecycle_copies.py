@@ -8,10 +8,11 @@ that disagree, or both a ``completed`` and a ``failed``, are still errors.
 from __future__ import annotations
 
 from schemas.requests import ChatMessage, ChatRequest
-from tests.replay.conftest import Replay
+from tests.replay.conftest import Replay, both_layouts
 from tests.replay.scripted_log import MODEL, ScriptedLog, StandardLog, write_standard_log
 
 
+@both_layouts
 async def test_a_completed_record_written_twice_verifies_and_is_reported_once(
     scripted: ScriptedLog, replay: Replay
 ) -> None:

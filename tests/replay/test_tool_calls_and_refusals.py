@@ -13,7 +13,7 @@ from schemas.messages import ChatMessage, ToolCall
 from schemas.session_events import CANCELLED
 from tests.fixtures.kafka_reading import wait_for_record
 from tests.fixtures.pipeline import WorkerProcess
-from tests.replay.conftest import Replay, chat
+from tests.replay.conftest import Replay, both_layouts, chat
 from tests.replay.scripted_log import ScriptedLog, Stream, delete_topic
 from tokenwire.answers import fold
 from tokenwire.settings import Settings
@@ -108,6 +108,7 @@ async def write_tool_log(
 # --- transcript -------------------------------------------------------------------------------
 
 
+@both_layouts
 async def test_a_transcript_lists_tool_calls_refusals_and_marks_a_cancelled_answer(
     scripted: ScriptedLog, replay: Replay
 ) -> None:
@@ -172,6 +173,7 @@ async def test_when_the_session_topic_is_gone_tool_calls_come_from_the_completed
 # --- verify -----------------------------------------------------------------------------------
 
 
+@both_layouts
 async def test_a_sound_log_with_tool_calls_refusals_and_a_stop_verifies(
     scripted: ScriptedLog, replay: Replay
 ) -> None:
@@ -193,7 +195,7 @@ async def test_verify_reports_a_completed_message_whose_tool_call_differs_from_t
     assert result.code == 1, result.out
     assert "FAILED: 1 problem(s)" in result.out
     assert "[lifecycle] session s-tools-bad request r-tool: message.tool_calls at " in result.out
-    assert ("differ from the session topic's: call 0 (get_weather, id call_a) arguments differ "
+    assert ("differ from the streamed ones: call 0 (get_weather, id call_a) arguments differ "
             "at character 11 (16 vs 17 characters)") in result.out
 
 
@@ -208,10 +210,10 @@ async def test_verify_reports_a_missing_tool_call_and_a_lost_refusal(
     assert result.code == 1
     found = {(f["check"], f["request_id"]): f["message"]
              for f in result.jsonl()[1:] if f["kind"] == "finding"}
-    assert "hold 1 call(s) but the session topic's tool_call events assemble 2" in (
+    assert "hold 1 call(s) but the session's tool_call events assemble 2" in (
         found[("lifecycle", "r-tool")])
     assert found[("lifecycle", "r-refuse")].startswith("message.refusal at ")
-    assert "is absent but the session topic's refusal is 23 characters" in (
+    assert "is absent but the streamed refusal is 23 characters" in (
         found[("lifecycle", "r-refuse")])
 
 

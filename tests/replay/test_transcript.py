@@ -8,13 +8,14 @@ import uuid
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.fixtures.pipeline import WorkerProcess
-from tests.replay.conftest import Replay, chat
+from tests.replay.conftest import Replay, both_layouts, chat
 from tests.replay.scripted_log import ScriptedLog, Stream, delete_topic, write_standard_log
 from tokenwire.answers import fold
 from tokenwire.settings import Settings
 from tokenwire.simulator import expected_text
 
 
+@both_layouts
 async def test_a_transcript_has_prompts_final_answers_usage_errors_and_dead_letters(
     scripted: ScriptedLog, replay: Replay
 ) -> None:
@@ -43,6 +44,7 @@ async def test_a_transcript_has_prompts_final_answers_usage_errors_and_dead_lett
     assert letter["reason"] == "not_json" and letter["source_offset"] == log.bad_record.offset
 
 
+@both_layouts
 async def test_the_text_format_shows_a_discarded_attempt_apart_from_the_answer(
     scripted: ScriptedLog, replay: Replay
 ) -> None:
@@ -58,6 +60,7 @@ async def test_the_text_format_shows_a_discarded_attempt_apart_from_the_answer(
     assert "r-ok" not in text and "dead letters" not in text, "--request shows one request"
 
 
+@both_layouts
 async def test_a_time_range_selects_requests_by_record_time(
     scripted: ScriptedLog, replay: Replay
 ) -> None:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 import uuid
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from tests.fixtures.kafka_reading import wait_for_record
 from tests.fixtures.pipeline import WorkerProcess
-from tests.replay.conftest import Replay, chat
+from tests.replay.conftest import Replay, both_layouts, chat
 from tests.replay.scripted_log import (
     ScriptedLog,
     Stream,
@@ -19,9 +19,11 @@ from tests.replay.scripted_log import (
     delete_topic,
     write_standard_log,
 )
+from tokenwire.session_log import place_of
 from tokenwire.settings import Settings
 
 
+@both_layouts
 async def test_a_sound_log_verifies_and_its_dead_letters_are_summarised(
     scripted: ScriptedLog, replay: Replay
 ) -> None:
@@ -30,13 +32,14 @@ async def test_a_sound_log_verifies_and_its_dead_letters_are_summarised(
     result = await replay(log.settings, "verify")
 
     assert result.code == 0, result.out
-    assert "checked: 3 accepted request(s), 1 rejected record(s), 1 session topic(s)" in result.out
+    assert "checked: 3 accepted request(s), 1 rejected record(s), 1 session(s)" in result.out
     assert "dead letters: 1 (not_json: 1)" in result.out
     bad = log.bad_record
     assert f"requests[{bad.partition}]@{bad.offset} · key s-sound · not_json" in result.out
     assert "OK: every accepted request has exactly one terminal event" in result.out
 
 
+@both_layouts
 async def test_a_duplicate_terminal_event_fails_with_both_events_named(
     scripted: ScriptedLog, replay: Replay
 ) -> None:
@@ -51,6 +54,7 @@ async def test_a_duplicate_terminal_event_fails_with_both_events_named(
         result.out)
 
 
+@both_layouts
 async def test_gaps_missing_terminals_stray_events_and_lost_dead_letters_are_each_reported(
     scripted: ScriptedLog, replay: Replay
 ) -> None:
@@ -93,13 +97,14 @@ async def test_a_gone_session_topic_is_checked_against_the_lifecycle_topic_and_s
     assert "no seq or attempt checks" in result.out
 
 
+@both_layouts
 async def test_requests_whose_events_retention_deleted_fall_back_to_the_lifecycle_topic(
     scripted: ScriptedLog, replay: Replay, admin: AIOKafkaAdminClient
 ) -> None:
     log = await write_standard_log(scripted, "s-aged")
     # r-ok is at offsets 0-3, r-retry at 4-10: its start and first token are deleted too.
-    topic = TopicPartition(log.settings.session_topic("s-aged"), 0)
-    await admin.delete_records({topic: RecordsToDelete(before_offset=6)}, timeout_ms=10_000)
+    place = place_of(log.settings, "s-aged")  # the session is alone in its partition
+    await admin.delete_records({place: RecordsToDelete(before_offset=6)}, timeout_ms=10_000)
 
     verified = await replay(log.settings, "verify", "--session", "s-aged")
     shown = await replay(log.settings, "transcript", "--session", "s-aged", "--format", "jsonl")
@@ -110,6 +115,7 @@ async def test_requests_whose_events_retention_deleted_fall_back_to_the_lifecycl
     assert sources == {"r-ok": "lifecycle", "r-retry": "lifecycle", "r-fail": "session_topic"}
 
 
+@both_layouts
 async def test_a_time_range_checks_only_requests_accepted_in_it(
     scripted: ScriptedLog, replay: Replay
 ) -> None:
@@ -169,7 +175,8 @@ async def test_the_log_of_real_chats_verifies_and_a_tampered_copy_does_not(
     assert live.code == 0, live.out
     assert "checked: 3 accepted request(s)" in live.out
     copy = scripted.settings.model_copy(
-        update={"requests_partitions": pipeline_settings.requests_partitions})
+        update={"requests_partitions": pipeline_settings.requests_partitions,
+                "session_layout": pipeline_settings.session_layout})
     await copy_session(pipeline_settings, copy, session, producer, admin)
     assert (await replay(copy, "verify", "--session", session)).code == 0, "a faithful copy"
     done = next(e for e in first.received if e.type == "done")

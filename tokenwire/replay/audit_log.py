@@ -1,5 +1,7 @@
 """What the topics say, decoded with the contracts: requests, session events, outcomes, DLQ.
 
+Where a session's events are read from depends on the layout: ``session_logs`` reads them.
+
 Requests are decoded by the worker's own ``decode_request``, so "accepted" and the request id a
 direct producer's record gets (``p<partition>-o<offset>``) mean exactly what they mean live.
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -25,6 +28,7 @@ from schemas.requests import ChatRequest
 from schemas.session_events import SessionEvent, parse_session_event
 from tokenwire.replay.log_reader import (
     LogReader,
+    Record,
     ReplayError,
     Span,
     TimeRange,
@@ -87,25 +91,63 @@ class BadRecord:
 
 @dataclass(frozen=True)
 class SessionLog:
-    """One session topic as read; ``log_start`` > 0: retention deleted its oldest records."""
+    """One session's events as read, wherever its layout keeps them (``session_logs``).
+
+    ``label`` names the place in messages (its own topic, or its key in a shared partition);
+    ``exists`` is False when that place is gone, and ``gone`` says how. ``trimmed``: retention
+    deleted records where the read began, so the first of the session's records read may be the
+    tail of a request whose beginning is gone.
+    """
 
     session_id: str
-    topic: str
+    label: str
     exists: bool
-    log_start: int
+    trimmed: bool
     events: list[LoggedEvent]
     bad: list[BadRecord]
+    gone: str = ""
+
+    @property
+    def first_offset(self) -> int | None:
+        """The offset of the session's first record read (event or undecodable)."""
+        firsts = [logged[0].where.offset for logged in (self.events, self.bad) if logged]
+        return min(firsts, default=None)
 
     def cut_by_retention(self, events: list[LoggedEvent]) -> bool:
-        """Whether retention may have deleted the beginning of these (one request's) events."""
+        """Whether retention may have deleted the beginning of these (one request's) events.
+
+        Retention deletes a prefix of the partition, and a session's requests follow each other:
+        only the session's first request read can have lost its beginning, and not if that
+        beginning, its ``start``, is there. Offsets are not compared to the log start, since a
+        shared partition interleaves other sessions' records.
+        """
         if not self.exists:
             return True
-        if self.log_start == 0:
+        if not self.trimmed:
             return False
-        return not events or events[0].where.offset == self.log_start
+        if not events:
+            return True
+        first = events[0]
+        return first.where.offset == self.first_offset and not _opens_request(first.event)
 
     def for_request(self, request_id: str) -> list[LoggedEvent]:
         return [e for e in self.events if e.event.request_id == request_id]
+
+
+def _opens_request(event: SessionEvent) -> bool:
+    return event.type == "start" and event.attempt == 1 and event.seq == 0
+
+
+def decode_session_records(records: Iterable[Record]) -> tuple[list[LoggedEvent], list[BadRecord]]:
+    """Session events in the order given, and the records that are none."""
+    events: list[LoggedEvent] = []
+    bad: list[BadRecord] = []
+    for record in records:
+        try:
+            events.append(LoggedEvent(parse_session_event(record.value or b""), Where.of(record)))
+        except ValidationError as exc:
+            bad.append(BadRecord(Where.of(record), _first_error(exc)))
+    return events, bad
 
 
 @dataclass(frozen=True)
@@ -154,23 +196,6 @@ async def read_requests(
                 accepted.append(LoggedRequest(decoded, Where.of(record)))
     accepted.sort(key=lambda r: (r.where.timestamp_ms, r.where.partition, r.where.offset))
     return RequestLog(accepted, rejected, spans)
-
-
-async def read_session_log(
-    reader: LogReader, prefix: str, session_id: str, window: TimeRange
-) -> SessionLog:
-    topic = f"{prefix}{session_id}"
-    if not reader.exists(topic):
-        return SessionLog(session_id, topic, exists=False, log_start=0, events=[], bad=[])
-    log_start = min((s.first for s in await reader.spans(topic)), default=0)
-    events: list[LoggedEvent] = []
-    bad: list[BadRecord] = []
-    for record in ordered(await reader.read(topic, window)):
-        try:
-            events.append(LoggedEvent(parse_session_event(record.value or b""), Where.of(record)))
-        except ValidationError as exc:
-            bad.append(BadRecord(Where.of(record), _first_error(exc)))
-    return SessionLog(session_id, topic, True, log_start, events, bad)
 
 
 async def read_outcomes(

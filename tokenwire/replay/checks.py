@@ -6,22 +6,26 @@ for the given sessions and/or time range. Errors (any one fails the run):
 - ``terminal``: a request has no terminal event, more than one, or events after it;
 - ``attempt``: attempts go backwards, or the final attempt does not open with start/retry;
 - ``seq``: the final attempt's ``seq`` is not exactly 0, 1, 2, ... in log order;
-- ``unknown_request``: events on a session topic for a request not on the requests topic;
-- ``wrong_session``: an event on another session's topic; ``bad_record``: undecodable event;
+- ``unknown_request``: events of a session for a request not on the requests topic;
+- ``wrong_session``: an event in another session's stream (on its topic, or keyed by it in the
+  shared topic); ``bad_record``: undecodable event;
+- ``misplaced`` (shared layout): a record of the shared topic its session's readers never see:
+  no key, or in another partition than its key's;
 - ``lifecycle``: no ``completed``/``failed`` record on the lifecycle topic, both a ``completed``
-  and a ``failed`` one, copies of one that disagree, or one that contradicts the session topic
-  (other status, other answer text; for a version-2 record, a ``message`` whose content, tool
-  calls or refusal differ from what the stream folds to);
+  and a ``failed`` one, copies of one that disagree, or one that contradicts the session's
+  events (other status, other answer text; for a version-2 record, a ``message`` whose content,
+  tool calls or refusal differ from what the stream folds to);
 - ``tool_calls``: ``done.tool_calls`` (assembled by the worker) differ from the request's
   ``tool_call`` fragments;
 - ``duplicate_request``: one request id accepted more than once;
 - ``dead_letter``: a record the worker rejects that is not on the dead-letter topic.
 
-A session topic that is gone (janitor, retention) is checked against the lifecycle topic only,
-and the report says so. Dead letters in scope are summarised, not counted as errors. Lifecycle
-records are counted once per ``(type, request_id)``: a worker re-sends a request's record when it
-cannot know whether a crash cut it off (schemas/lifecycle.py), so identical copies are a note
-(``lifecycle_copies``), not an error.
+Requests whose events are gone (the session topic deleted by the janitor; retention, in either
+layout) are checked against the lifecycle topic only, and the report says so. Dead letters in
+scope are summarised, not counted as errors. Lifecycle records are counted once per
+``(type, request_id)``: a worker re-sends a request's record when it cannot know whether a crash
+cut it off (schemas/lifecycle.py), so identical copies are a note (``lifecycle_copies``), not an
+error.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from tokenwire.replay.audit_log import (
     RequestLog,
     SessionLog,
 )
+from tokenwire.replay.session_logs import Misplaced
+from tokenwire.session_log import partition_of
 from tokenwire.settings import Settings
 
 Severity = Literal["error", "note"]
@@ -142,7 +148,7 @@ def check_outcomes(
     outcomes: list[LoggedOutcome],
     events_topic: str,
 ) -> list[Finding]:
-    """The lifecycle record against the session topic (``events=None``: the topic is gone)."""
+    """The lifecycle record against the session's events (``events=None``: they are gone)."""
 
     def error(check: str, message: str) -> Finding:
         return Finding("error", check, message, session_id, request_id)
@@ -175,7 +181,7 @@ def check_outcomes(
         return [
             error(
                 "lifecycle",
-                f"{outcome.event.type} at {outcome.where} but the session topic ends with "
+                f"{outcome.event.type} at {outcome.where} but the session's events end with "
                 f"{describe(terminals[0])}",
             )
         ]
@@ -213,13 +219,10 @@ def _message_problems(completed: Completed, answer: Answer) -> list[tuple[str, s
 
 def _text_difference(recorded: str | None, streamed: str | None, what: str = "text") -> str:
     if recorded is None or streamed is None:
-        return (
-            f"is {_none_or_size(recorded)} but the session topic's {what} is "
-            f"{_none_or_size(streamed)}"
-        )
+        return f"is {_none_or_size(recorded)} but the streamed {what} is {_none_or_size(streamed)}"
     at = _first_difference(streamed, recorded)
     return (
-        f"differs from the session topic's {what} at character {at} "
+        f"differs from the streamed {what} at character {at} "
         f"({len(recorded)} vs {len(streamed)} characters)"
     )
 
@@ -249,18 +252,17 @@ def _calls_difference(recorded: list[CallFields], streamed: list[CallFields]) ->
     for index, (mine, theirs) in enumerate(zip(recorded, streamed, strict=False)):
         if mine[:2] != theirs[:2]:
             return (
-                f"differ from the session topic's: {_describe_call(index, mine)} vs "
+                f"differ from the streamed ones: {_describe_call(index, mine)} vs "
                 f"{_describe_call(index, theirs)}"
             )
         if mine[2] != theirs[2]:
             at = _first_difference(theirs[2], mine[2])
             return (
-                f"differ from the session topic's: {_describe_call(index, mine)} arguments "
+                f"differ from the streamed ones: {_describe_call(index, mine)} arguments "
                 f"differ at character {at} ({len(mine[2])} vs {len(theirs[2])} characters)"
             )
     return (
-        f"hold {len(recorded)} call(s) but the session topic's tool_call events "
-        f"assemble {len(streamed)}"
+        f"hold {len(recorded)} call(s) but the session's tool_call events assemble {len(streamed)}"
     )
 
 
@@ -338,7 +340,7 @@ def check_session(
     requests: list[LoggedRequest],
     outcomes_of: Mapping[str, list[LoggedOutcome]],
 ) -> list[Finding]:
-    """The requests of one session (one per id) against its topic, or the lifecycle topic."""
+    """The requests of one session (one per id) against its events, or the lifecycle topic."""
     findings: list[Finding] = []
     session, fallback = log.session_id, 0
     for request in requests:
@@ -353,7 +355,7 @@ def check_session(
             findings += check_reported_tool_calls(request_id, session, events)
             findings += check_outcomes(request_id, session, events, mine, settings.events_topic)
         else:
-            message = f"no events on {log.topic}"
+            message = f"no events on {log.label}"
             if mine:
                 message += f" (yet {mine[0].event.type} at {mine[0].where})"
             findings.append(Finding("error", "terminal", message, session, request_id))
@@ -363,7 +365,7 @@ def check_session(
             Finding(
                 "note",
                 "fallback",
-                f"{log.topic} {state}: {fallback} request(s) checked against "
+                f"{log.label} {state}: {fallback} request(s) checked against "
                 f"{settings.events_topic} only (one completed/failed each; no seq or attempt "
                 "checks)",
                 session,
@@ -378,7 +380,7 @@ def check_session(
 
 @dataclass(frozen=True)
 class Strays:
-    """Events on a session topic for a request that is not in scope (yet): kept as a summary."""
+    """A session's events for a request that is not in scope (yet): kept as a summary."""
 
     session_id: str
     count: int
@@ -388,7 +390,7 @@ class Strays:
 def check_placement(
     log: SessionLog, session_of: Mapping[str, str]
 ) -> tuple[list[Finding], dict[str, Strays]]:
-    """Events on the wrong session's topic, and the strays (requests ``session_of`` lacks)."""
+    """Events in the wrong session's stream, and the strays (requests ``session_of`` lacks)."""
     findings: list[Finding] = []
     strays: dict[str, Strays] = {}
     session = log.session_id
@@ -403,7 +405,7 @@ def check_placement(
                     "error",
                     "wrong_session",
                     f"{len(events)} event(s) of session(s) {sorted(owners - {session})} "
-                    f"on {log.topic}, first {describe(events[0])}",
+                    f"on {log.label}, first {describe(events[0])}",
                     session,
                     request_id,
                 )
@@ -411,6 +413,28 @@ def check_placement(
         if request_id not in session_of:
             strays[request_id] = Strays(session, len(events), describe(events[0]))
     return findings, strays
+
+
+def check_misplaced(settings: Settings, misplaced: list[Misplaced]) -> list[Finding]:
+    """Records of the shared topic that no reader of their session finds."""
+    findings = []
+    for m in misplaced:
+        if m.key is None:
+            why = "without a key"
+        else:
+            home = partition_of(m.key, settings.requests_partitions)
+            why = f"keyed {m.key!r} outside its partition {home}"
+        named = "undecodable" if m.session_id is None else f"of session {m.session_id}"
+        findings.append(
+            Finding(
+                "error",
+                "misplaced",
+                f"{m.count} record(s) {named} {why} in {settings.sessions_topic}, first at "
+                f"{m.first}: no reader of the session sees them",
+                m.session_id,
+            )
+        )
+    return findings
 
 
 def check_strays(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -168,9 +168,19 @@ class LogReader:
     def topics_with_prefix(self, prefix: str) -> list[str]:
         return sorted(t for t in self._partitions if t.startswith(prefix))
 
-    async def spans(self, topic: str, window: TimeRange = WHOLE_LOG) -> list[Span]:
-        """Where ``window`` lies in each partition of ``topic`` (empty if the topic is absent)."""
-        tps = [TopicPartition(topic, p) for p in self._partitions.get(topic, [])]
+    def partitions(self, topic: str) -> list[int]:
+        return list(self._partitions.get(topic, []))
+
+    async def spans(
+        self, topic: str, window: TimeRange = WHOLE_LOG, partitions: Collection[int] | None = None
+    ) -> list[Span]:
+        """Where ``window`` lies in each partition of ``topic`` (or those of ``partitions`` it
+        has; empty if the topic is absent)."""
+        tps = [
+            TopicPartition(topic, p)
+            for p in self._partitions.get(topic, [])
+            if partitions is None or p in partitions
+        ]
         if not tps:
             return []
         consumer = self._consumer
@@ -188,10 +198,11 @@ class LogReader:
         return {tp: last[tp] if found.get(tp) is None else found[tp].offset for tp in tps}
 
     async def batches(
-        self, topic: str, window: TimeRange = WHOLE_LOG
+        self, topic: str, window: TimeRange = WHOLE_LOG, partitions: Collection[int] | None = None
     ) -> AsyncIterator[list[Record]]:
-        """Every record of ``topic`` in ``window``, batch by batch, each partition in order."""
-        spans = [s for s in await self.spans(topic, window) if s.size]
+        """Every record of ``topic`` (only ``partitions``, if given) in ``window``, batch by
+        batch, each partition in order."""
+        spans = [s for s in await self.spans(topic, window, partitions) if s.size]
         if not spans:
             return
         self.progress.expect(sum(s.size for s in spans), topic)
@@ -221,8 +232,12 @@ class LogReader:
                 raise ReplayError(f"reading {topic} stalled for {STALL_TIMEOUT_S}s ({stuck})")
         log.debug("read topic=%s partitions=%s window=%s", topic, len(spans), window.describe())
 
-    async def read(self, topic: str, window: TimeRange = WHOLE_LOG) -> list[Record]:
-        return [record async for batch in self.batches(topic, window) for record in batch]
+    async def read(
+        self, topic: str, window: TimeRange = WHOLE_LOG, partitions: Collection[int] | None = None
+    ) -> list[Record]:
+        return [
+            record async for batch in self.batches(topic, window, partitions) for record in batch
+        ]
 
 
 @dataclass(frozen=True)

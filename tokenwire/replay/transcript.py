@@ -4,11 +4,12 @@ Answers are folded with ``tokenwire.answers.fold``, the rule every client applie
 transcript shows what the client was shown: text, tool calls (name and arguments), a refusal and
 reasoning; a ``retry`` drops the partial output of the attempt before it, and the transcript
 lists that attempt as discarded instead of merging it. A request stopped through the cancel
-endpoint is marked cancelled (its answer is what was generated until then). When the session
-topic is gone (deleted by the janitor, or past retention) the answer comes from the
-``completed``/``failed`` record on the lifecycle topic (its ``message`` in version 2), and the
-transcript says so; a record written twice (re-sent after a worker crash, schemas/lifecycle.py)
-shows once: the first copy.
+endpoint is marked cancelled (its answer is what was generated until then). The session's events
+are read in its layout (``session_logs``): its own topic, or its key's records in its partition
+of the shared topic. When they are gone (the topic deleted by the janitor, or past retention)
+the answer comes from the ``completed``/``failed`` record on the lifecycle topic (its ``message``
+in version 2), and the transcript says so; a record written twice (re-sent after a worker crash,
+schemas/lifecycle.py) shows once: the first copy.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ from tokenwire.replay.audit_log import (
     read_dead_letters,
     read_outcomes,
     read_requests,
-    read_session_log,
 )
 from tokenwire.replay.log_reader import WHOLE_LOG, LogReader, TimeRange, format_time
 from tokenwire.replay.progress import Progress
+from tokenwire.replay.session_logs import session_logs
 from tokenwire.settings import Settings
 
+# "session_topic": from the session's events, whichever the layout (the name is kept for readers
+# of the JSONL export).
 Source = Literal["session_topic", "lifecycle", "none"]
 
 
@@ -88,7 +91,7 @@ class Exchange:
 @dataclass(frozen=True)
 class Transcript:
     session_id: str
-    topic: str
+    events_from: str  # where the session's events were read (a topic, or a shared partition)
     window: TimeRange
     exchanges: list[Exchange]
     dead_letters: list[DeadLetter]
@@ -96,7 +99,7 @@ class Transcript:
 
 
 def exchange_from_events(request: LoggedRequest, events: list[LoggedEvent]) -> Exchange:
-    """An exchange as the session topic tells it (``events``: this request's, in log order)."""
+    """An exchange as the session's events tell it (``events``: this request's, in log order)."""
     answer = fold(e.event.model_dump() for e in events)[request.request_id]
     attempts: list[AttemptView] = []
     # Each attempt folded on its own, so a discarded one shows what it had streamed.
@@ -233,15 +236,12 @@ async def load_transcript(
     async with LogReader(settings.kafka_connection, progress=progress) as reader:
         requests = await read_requests(reader, settings.requests_topic, window, sessions)
         accepted = [r for r in requests.accepted if request_id in (None, r.request_id)]
-        session_log = await read_session_log(
-            reader, settings.session_topic_prefix, session_id, window.onward
-        )
+        session_log = await session_logs(reader, settings).read(session_id, window)
         notes: list[str] = []
         if not session_log.exists:
             notes.append(
-                f"session topic {session_log.topic} no longer exists (deleted by the session "
-                f"janitor or never created): answers come from {settings.events_topic}; "
-                "discarded partial attempts are not recorded there"
+                f"{session_log.gone}: answers come from {settings.events_topic}; discarded "
+                "partial attempts are not recorded there"
             )
         events_of = {r.request_id: session_log.for_request(r.request_id) for r in accepted}
         cut = {rid for rid, events in events_of.items() if session_log.cut_by_retention(events)}
@@ -265,7 +265,7 @@ async def load_transcript(
             exchanges.append(exchange_from_outcome(request, outcomes.get(request.request_id)))
     if session_log.exists and cut:
         notes.append(
-            f"retention deleted the oldest events of {session_log.topic}: the answers of "
+            f"retention deleted the oldest events of {session_log.label}: the answers of "
             f"{len(cut)} request(s) come from {settings.events_topic}"
         )
     known = {r.request_id for r in requests.accepted}
@@ -273,7 +273,7 @@ async def load_transcript(
     if strays and request_id is None and not window.bounded:
         notes.append(f"events for requests not on {settings.requests_topic}: {', '.join(strays)}")
     return Transcript(
-        session_id, session_log.topic, window, exchanges, [] if request_id else letters, notes
+        session_id, session_log.label, window, exchanges, [] if request_id else letters, notes
     )
 
 

@@ -2,12 +2,15 @@
 
 The checks themselves (and what each one means) are in ``tokenwire.replay.checks``. The scope is
 the requests accepted on the requests topic for the given sessions and/or time range; their
-session topics, lifecycle records and dead letters are read from the start of the range to now,
-because they follow the request that caused them.
+sessions' events, lifecycle records and dead letters are read from the start of the range to
+now, because they follow the request that caused them. Sessions' events are read in the layout of
+the settings (``session_logs``): each session's topic in turn, or each partition of the shared
+topic once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -17,12 +20,10 @@ from tokenwire.replay.audit_log import (
     DeadLetter,
     LoggedOutcome,
     LoggedRequest,
-    RequestLog,
     find_request_ids,
     read_dead_letters,
     read_outcomes,
     read_requests,
-    read_session_log,
 )
 from tokenwire.replay.checks import (
     Finding,
@@ -30,12 +31,14 @@ from tokenwire.replay.checks import (
     check_dead_letters,
     check_duplicates,
     check_lifecycle_copies,
+    check_misplaced,
     check_placement,
     check_session,
     check_strays,
 )
 from tokenwire.replay.log_reader import WHOLE_LOG, LogReader, TimeRange
 from tokenwire.replay.progress import Progress
+from tokenwire.replay.session_logs import session_logs
 from tokenwire.settings import Settings
 
 LISTED_DEAD_LETTERS = 20
@@ -44,6 +47,7 @@ LISTED_DEAD_LETTERS = 20
 @dataclass
 class VerifyReport:
     scope: str
+    sessions_in: str = ""  # where sessions' events are (the layout)
     accepted: int = 0
     rejected: int = 0
     sessions: int = 0
@@ -67,9 +71,12 @@ async def verify_log(
     sessions: set[str] | None = None,
     progress: Progress | None = None,
 ) -> VerifyReport:
-    """Read and check one session topic at a time: memory holds one session's events."""
+    """Read and check one session at a time: memory holds one session's events (topic layout) or
+    one partition's of the range (shared layout)."""
     report = VerifyReport(_scope(sessions, window))
     async with LogReader(settings.kafka_connection, progress=progress) as reader:
+        logs = session_logs(reader, settings)
+        report.sessions_in = logs.description
         requests = await read_requests(reader, settings.requests_topic, window, sessions)
         outcomes_of: dict[str, list[LoggedOutcome]] = defaultdict(list)
         for outcome in await read_outcomes(reader, settings.events_topic, window.onward, sessions):
@@ -80,18 +87,16 @@ async def verify_log(
             of_session[request.request.session_id].setdefault(request.request_id, request)
         session_of = {r.request_id: r.request.session_id for r in requests.accepted}
         strays: dict[str, Strays] = {}
-        for session in sorted(
-            await _sessions_to_read(reader, settings, requests, window, sessions)
-        ):
-            log = await read_session_log(
-                reader, settings.session_topic_prefix, session, window.onward
-            )
-            report.sessions, report.events = report.sessions + 1, report.events + len(log.events)
-            mine = list(of_session[session].values())
-            report.findings += check_session(settings, log, mine, outcomes_of)
-            placement, found = check_placement(log, session_of)
-            report.findings += placement
-            strays |= found
+        async with contextlib.aclosing(logs.scan(window, sessions, set(of_session))) as scan:
+            async for log in scan:
+                report.sessions += 1
+                report.events += len(log.events)
+                mine = list(of_session[log.session_id].values())
+                report.findings += check_session(settings, log, mine, outcomes_of)
+                placement, found = check_placement(log, session_of)
+                report.findings += placement
+                strays |= found
+        report.findings += check_misplaced(settings, logs.misplaced)
         outside: set[str] = set()
         if strays and window.bounded:
             outside = await find_request_ids(reader, settings.requests_topic, set(strays), window)
@@ -104,24 +109,6 @@ async def verify_log(
     )
     report.findings += dead_letter_findings
     return report
-
-
-async def _sessions_to_read(
-    reader: LogReader,
-    settings: Settings,
-    requests: RequestLog,
-    window: TimeRange,
-    sessions: set[str] | None,
-) -> set[str]:
-    """The given sessions; else those with requests in scope and any other with events in it."""
-    if sessions is not None:
-        return sessions
-    prefix = settings.session_topic_prefix
-    found = {r.request.session_id for r in requests.accepted}
-    for topic in reader.topics_with_prefix(prefix):
-        if not window.bounded or any(s.size for s in await reader.spans(topic, window)):
-            found.add(topic[len(prefix) :])
-    return found
 
 
 def _scope(sessions: set[str] | None, window: TimeRange) -> str:
@@ -137,7 +124,7 @@ def render_text(report: VerifyReport) -> str:
     lines = [
         f"verify · {r.scope}",
         f"checked: {r.accepted} accepted request(s), {r.rejected} rejected record(s), "
-        f"{r.sessions} session topic(s) with {r.events} event(s)",
+        f"{r.sessions} session(s) with {r.events} event(s) ({r.sessions_in})",
     ]
     reasons = Counter(d.reason for d in r.dead_letters)
     summary = ", ".join(f"{reason}: {n}" for reason, n in sorted(reasons.items()))
