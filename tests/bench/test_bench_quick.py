@@ -1,12 +1,14 @@
 """``tokenwire bench --quick`` at tiny scale against real processes: clean, and a full report.
 
 No timing is asserted: the numbers depend on the machine; what must hold anywhere is that every
-token arrives once and in order on both paths, that every cancelled stream ends ``cancelled`` with
+token arrives once and in order on every path (the relay, the pipeline in each session layout,
+the shared layout on 2 workers + 2 edges), that every cancelled stream ends ``cancelled`` with
 its upstream call seen closed by the simulator, and that the outputs are complete.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -16,7 +18,13 @@ from typing import Any
 
 import pytest
 
-RUN_TIMEOUT_S = 240
+from tokenwire.bench import chart
+from tokenwire.bench import report as bench_report
+
+RUN_TIMEOUT_S = 480
+REQUESTS = 3 * 2
+TOKENS = REQUESTS * 20
+PARTITIONS = 6
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +33,11 @@ def quick_report(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
     out = tmp_path_factory.mktemp("bench")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENWIRE_")}
     env["TOKENWIRE_KAFKA_BOOTSTRAP"] = kafka_bootstrap
+    env["TOKENWIRE_REQUESTS_PARTITIONS"] = str(PARTITIONS)
     done = subprocess.run(
         [sys.executable, "-m", "tokenwire.cli", "bench", "--quick", "--concurrency", "3",
-         "--idle", "40", "--idle-sessions", "4", "--out", str(out)],
+         "--idle", "40", "--idle-sessions", "4", "--layouts", "topic,shared",
+         "--scale-out", "all", "--out", str(out)],
         env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
     )
     report_path = out / "report.json"
@@ -43,24 +53,80 @@ def test_the_quick_run_succeeds_and_writes_report_chart_and_table(quick_report) 
     assert done.returncode == 0, done.stderr[-4000:]
     assert report["schema"] == "tokenwire-bench/1"
     assert (out / "latency.png").stat().st_size > 1000
-    assert "| target | measured | met |" in (out / "results.md").read_text()
+    table = (out / "results.md").read_text()
+    assert "| target | measured | met |" in table
+    assert "| pipeline, topic layout |" in table and "| pipeline, shared layout |" in table
     assert {"nproc", "python", "mem_total_gib"} <= report["machine"].keys()
 
 
-def test_every_token_arrives_once_and_in_order_on_both_paths(quick_report) -> None:
+def _assert_clean(figures: dict[str, Any], what: str) -> None:
+    assert figures["clean"], (what, figures["error_samples"])
+    assert figures["requests"] == figures["expected_requests"] == REQUESTS, what
+    assert figures["tokens_delivered"] == figures["tokens_expected"] == TOKENS, what
+    assert figures["lost"] == figures["duplicated"] == figures["reordered"] == 0, what
+    assert figures["errors"] == figures["retries"] == figures["id_violations"] == 0, what
+    assert figures["latency_ms"]["count"] == figures["tokens_delivered"], what
+    assert figures["ttft_added_ms"]["count"] == figures["requests"], what
+
+
+def test_every_token_arrives_once_and_in_order_on_every_path(quick_report) -> None:
     report, _, _ = quick_report
     [scenario] = report["streaming"]
     assert scenario["concurrency"] == 3
-    for mode in ("pipeline", "relay"):
-        figures = scenario[mode]
-        assert figures["clean"], (mode, figures["error_samples"])
-        assert figures["requests"] == figures["expected_requests"] == 3 * 2
-        assert figures["tokens_delivered"] == figures["tokens_expected"] == 3 * 2 * 20
-        assert figures["lost"] == figures["duplicated"] == figures["reordered"] == 0
-        assert figures["latency_ms"]["count"] == figures["tokens_delivered"]
-        assert figures["ttft_added_ms"]["count"] == figures["requests"]
-        assert figures["cpu_s_per_1k_tokens"].keys() >= {"worker", "edge", "relay", "sim"}
-    assert {"latency_ms", "ttft_ms"} <= set(scenario["added"])
+    _assert_clean(scenario["relay"], "relay")
+    assert scenario["relay"]["cpu_s_per_1k_tokens"].keys() >= {"relay", "sim"}
+    assert scenario["layouts"].keys() == scenario["added_by_layout"].keys() == {"topic", "shared"}
+    for layout, figures in scenario["layouts"].items():
+        _assert_clean(figures, layout)
+        assert figures["cpu_s_per_1k_tokens"].keys() >= {"worker", "edge", "sim"}
+        assert list(figures["requests_per_edge"].values()) == [REQUESTS]
+        added = scenario["added_by_layout"][layout]
+        assert {"latency_ms", "ttft_ms"} <= added.keys()
+        cpu = added["cpu_s_per_1k_tokens"]
+        assert cpu["total"] is not None and cpu["total"] >= cpu["workers"] + cpu["edges"]
+        assert cpu["total_over_relay"] is not None
+
+
+def test_the_first_layout_keeps_the_shape_reports_read_before_layouts(quick_report) -> None:
+    report, _, _ = quick_report
+    [scenario] = report["streaming"]
+    assert report["config"]["layouts"] == ["topic", "shared"]
+    assert scenario["layout"] == "topic"
+    assert scenario["pipeline"] == scenario["layouts"]["topic"]
+    assert scenario["added"] == scenario["added_by_layout"]["topic"]
+
+
+def test_two_workers_share_the_partitions_and_clients_use_both_edges(quick_report) -> None:
+    report, out, _ = quick_report
+    [scaled] = report["scale_out"]
+    assert (scaled["concurrency"], scaled["layout"]) == (3, "shared")
+    assert scaled["workers"] == scaled["edges"] == 2
+    owned = scaled["assignment"]
+    assert len(owned) == 2 and all(owned)
+    assert sorted(p for parts in owned for p in parts) == list(range(PARTITIONS))
+    figures = scaled["pipeline"]
+    _assert_clean(figures, "2 workers + 2 edges")
+    # Sessions 0 and 2 on the first edge, session 1 on the second, 2 requests each.
+    assert sorted(figures["requests_per_edge"].values()) == [2, 4]
+    assert figures["cpu_s_per_1k_tokens"].keys() >= {"worker", "worker2", "edge", "edge2"}
+    cpu = scaled["added"]["cpu_s_per_1k_tokens"]
+    per = figures["cpu_s_per_1k_tokens"]
+    assert cpu["workers"] == round(per["worker"] + per["worker2"], 4)
+    assert cpu["edges"] == round(per["edge"] + per["edge2"], 4)
+    table = (out / "results.md").read_text()
+    assert "| 1 worker + 1 edge |" in table and "| 2 workers + 2 edges |" in table
+
+
+def test_a_report_from_before_layouts_still_renders(quick_report) -> None:
+    old = copy.deepcopy(quick_report[0])
+    for row in old["streaming"]:
+        for key in ("layout", "layouts", "added_by_layout"):
+            del row[key]
+        del row["added"]["cpu_s_per_1k_tokens"]
+    del old["scale_out"]
+    table = bench_report.markdown(old)
+    assert "| pipeline, topic layout |" in table and "2 workers" not in table
+    assert list(chart.series(old)) == ["relay", "topic"]
 
 
 def test_idle_connections_are_held_with_heartbeats(quick_report) -> None:
@@ -103,7 +169,9 @@ def test_every_cancel_is_matched_to_a_closed_upstream_stream(quick_report) -> No
 def test_every_target_is_reported(quick_report) -> None:
     report, _, _ = quick_report
     names = [t["name"] for t in report["targets"]]
-    assert len(names) == 8
+    # Three latency targets per layout, two idle, the idle stack, integrity, cancels.
+    assert len(names) == 3 * 2 + 5
+    assert sum("shared layout)" in name for name in names) == 3
     cancel = next(t for t in report["targets"] if t["name"].startswith("cancel"))
     assert cancel["measured"]["cancelled_ok"] == "3/3"
     integrity = next(t for t in report["targets"] if "lost/" in t["name"])

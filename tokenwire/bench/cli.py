@@ -56,6 +56,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _clean(result: dict[str, Any], config: BenchConfig) -> bool:
     clean = True
     if config.streaming or config.idle_enabled:
-        clean = bool(next(t for t in result["targets"] if "lost/" in t["name"])["met"])
+        clean = next(t for t in result["targets"] if "lost/" in t["name"])["met"] is not False
     cancel = result.get("cancel")
     return clean and (cancel is None or bool(cancel["clean"]))

@@ -6,6 +6,10 @@ import argparse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+LAYOUTS = ("topic", "shared")
+# How much of the concurrency list the 2 workers + 2 edges scenario (shared layout) repeats.
+SCALE_OUT = ("all", "largest", "off")
+
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -34,6 +38,23 @@ class BenchConfig:
     cancel_streams: int = 25
     cancel_tokens: int = 400
     cancel_enabled: bool = True
+    # Session layouts the pipeline is measured in, each against its own worker + edge; the
+    # first is the primary one: cancels and the idle parts run on it alone.
+    layouts: tuple[str, ...] = LAYOUTS
+    scale_out: str = "all"
+
+    @property
+    def primary_layout(self) -> str:
+        return self.layouts[0]
+
+    @property
+    def scale_concurrency(self) -> tuple[int, ...]:
+        """Concurrencies of the 2 workers + 2 edges scenario (shared layout only)."""
+        if not self.streaming or "shared" not in self.layouts or self.scale_out == "off":
+            return ()
+        if self.scale_out == "largest":
+            return (max(self.concurrency),)
+        return self.concurrency
 
     @property
     def runs_cancel(self) -> bool:
@@ -68,6 +89,16 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def _layouts(text: str) -> tuple[str, ...]:
+    values = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [v for v in values if v not in LAYOUTS]
+    if not values or unknown or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct layouts among {','.join(LAYOUTS)} separated by commas"
+        )
+    return values
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -94,6 +125,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how long a client waits for an answer's terminal event")
     parser.add_argument("--ingress", choices=["http", "kafka"],
                         help="how requests enter: POST /v1/chat (default) or a Kafka publish")
+    parser.add_argument("--layouts", type=_layouts, metavar="L1,L2",
+                        help="session layouts the pipeline runs in, each on its own worker + "
+                        "edge (default topic,shared); cancels and idle parts use the first")
+    parser.add_argument("--scale-out", choices=SCALE_OUT,
+                        help="2 workers + 2 edges (shared layout) at every concurrency (all, "
+                        "default), the largest only, or off")
     parser.add_argument("--only", choices=["streaming", "idle", "cancel"],
                         help="run one part only")
     parser.add_argument("--cancel-streams", type=_count, metavar="N",
@@ -115,7 +152,8 @@ def from_args(args: argparse.Namespace) -> BenchConfig:
         "idle_clients": args.idle_clients, "ingress": args.ingress, "out": args.out,
         "request_timeout_s": args.request_timeout_s,
         "profile_at": args.profile_at, "log_level": args.child_log_level,
-        "cancel_streams": args.cancel_streams,
+        "cancel_streams": args.cancel_streams, "layouts": args.layouts,
+        "scale_out": args.scale_out,
     }
     config = replace(base, **{k: v for k, v in overrides.items() if v is not None})
     if args.only == "streaming":

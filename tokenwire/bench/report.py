@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenwire.bench.config import BenchConfig
+from tokenwire.bench.stats import cpu_per_1k
 
 SCHEMA = "tokenwire-bench/1"
 TARGET_CONCURRENCY = 100
@@ -73,42 +74,65 @@ def _target(name: str, target: str, measured: Any, met: bool | None, note: str =
     return {"name": name, "target": target, "measured": measured, "met": met, "note": note}
 
 
+def layout_figures(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A concurrency's pipeline figures by layout (a report from before layouts: its one
+    pipeline, which ran in the topic layout)."""
+    figures: dict[str, dict[str, Any]] = row.get("layouts") or {
+        row.get("layout", "topic"): row["pipeline"]}
+    return figures
+
+
+def layout_added(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    added: dict[str, dict[str, Any]] = row.get("added_by_layout") or {
+        next(iter(layout_figures(row))): row["added"]}
+    return added
+
+
 def targets(streaming: list[dict[str, Any]], idle: dict[str, Any] | None,
             config: BenchConfig, cancel: dict[str, Any] | None = None,
-            idle_stack: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Each target of the issue with its measured value; ``met`` is None when not measured."""
+            idle_stack: dict[str, Any] | None = None,
+            scale_out: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Each target of the issue with its measured value; ``met`` is None when not measured.
+    The latency targets are checked in every layout; the integrity one over every scenario."""
     out = []
-    at = next((s for s in streaming if s["concurrency"] == TARGET_CONCURRENCY), None)
-    where = f"{TARGET_CONCURRENCY} streams x {TARGET_TPS:g} tok/s"
-    if at is not None and config.tps == TARGET_TPS:
-        lat, ttft = at["added"]["latency_ms"], at["pipeline"]["ttft_added_ms"]
-        out += [
-            _target("added per-token latency p50", "<= 5 ms", lat["p50"],
-                    lat["p50"] is not None and lat["p50"] <= 5, where),
-            _target("added per-token latency p99", "<= 25 ms", lat["p99"],
-                    lat["p99"] is not None and lat["p99"] <= 25, where),
-            _target("added TTFT p50 (over the simulator's TTFT)", "<= 30 ms", ttft["p50"],
-                    ttft["p50"] is not None and ttft["p50"] <= 30, where),
-        ]
-    else:
-        note = f"not measured: needs --concurrency including {TARGET_CONCURRENCY} and --tps 30"
-        out += [_target(n, t, None, None, note) for n, t in (
-            ("added per-token latency p50", "<= 5 ms"), ("added per-token latency p99", "<= 25 ms"),
-            ("added TTFT p50 (over the simulator's TTFT)", "<= 30 ms"))]
+    for layout in config.layouts:
+        out += _latency_targets(streaming, config, layout)
     out += _idle_targets(idle)
     out.append(_idle_stack_target(idle_stack))
-    clean = all(s["pipeline"]["clean"] for s in streaming)
-    totals = {k: sum(s["pipeline"][k] for s in streaming)
+    pipelines = [f for s in streaming for f in layout_figures(s).values()]
+    pipelines += [s["pipeline"] for s in scale_out or []]
+    clean = all(f["clean"] for f in pipelines)
+    totals = {k: sum(f[k] for f in pipelines)
               for k in ("lost", "duplicated", "reordered", "errors", "unfinished_requests",
                         "missing_requests")}
     idle_clean = idle is None or all(
         lvl["failed"] == 0 and lvl["dropped"] == 0 for lvl in idle["levels"])
     relay_errors = sum(s["relay"]["errors"] + s["relay"]["lost"] for s in streaming)
     note = f"the baseline relay had {relay_errors} errors/lost tokens" if relay_errors else ""
+    # Idle connections count too: one failed or dropped is a loss; with neither part run
+    # there is nothing to judge.
+    met = clean and idle_clean if streaming or idle is not None else None
     out.append(_target("pipeline: lost/duplicated/reordered tokens, errors", "0 in every scenario",
-                       totals, clean and idle_clean and bool(streaming), note))
+                       totals, met, note))
     out.append(_cancel_target(cancel))
     return out
+
+
+def _latency_targets(streaming: list[dict[str, Any]], config: BenchConfig, layout: str
+                     ) -> list[dict[str, Any]]:
+    names = [(f"added per-token latency p50 ({layout} layout)", "<= 5 ms"),
+             (f"added per-token latency p99 ({layout} layout)", "<= 25 ms"),
+             (f"added TTFT p50 (over the simulator's TTFT; {layout} layout)", "<= 30 ms")]
+    at = next((s for s in streaming if s["concurrency"] == TARGET_CONCURRENCY), None)
+    if at is None or config.tps != TARGET_TPS or layout not in layout_figures(at):
+        note = f"not measured: needs --concurrency including {TARGET_CONCURRENCY} and --tps 30"
+        return [_target(n, t, None, None, note) for n, t in names]
+    where = f"{TARGET_CONCURRENCY} streams x {TARGET_TPS:g} tok/s"
+    lat = layout_added(at)[layout]["latency_ms"]
+    ttft = layout_figures(at)[layout]["ttft_added_ms"]
+    limits = (("p50", lat["p50"], 5), ("p99", lat["p99"], 25), ("p50", ttft["p50"], 30))
+    return [_target(name, target, value, value is not None and value <= limit, where)
+            for (name, target), (_, value, limit) in zip(names, limits, strict=True)]
 
 
 def _cancel_target(cancel: dict[str, Any] | None) -> dict[str, Any]:
@@ -172,7 +196,8 @@ def _idle_targets(idle: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 def build(config: BenchConfig, streaming: list[dict[str, Any]], idle: dict[str, Any] | None,
           cancel: dict[str, Any] | None = None, *, tag: str, started: float, finished: float,
-          idle_stack: dict[str, Any] | None = None) -> dict[str, Any]:
+          idle_stack: dict[str, Any] | None = None,
+          scale_out: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "tag": tag,
@@ -185,7 +210,9 @@ def build(config: BenchConfig, streaming: list[dict[str, Any]], idle: dict[str, 
         "idle": idle,
         "cancel": cancel,
         "idle_stack": idle_stack,
-        "targets": targets(streaming, idle, config, cancel, idle_stack),
+        # The shared layout on 2 workers + 2 edges, at the same concurrencies as ``streaming``.
+        "scale_out": scale_out or [],
+        "targets": targets(streaming, idle, config, cancel, idle_stack, scale_out),
     }
 
 
@@ -201,36 +228,20 @@ def _ms(value: Any) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The short results table for the README."""
+    """The short results tables for the README."""
     m = report["machine"]
     lines = [
         f"Machine: {m['nproc']} cores ({m['cpu_model'] or 'unknown CPU'}), "
         f"{m['mem_total_gib']} GiB, Python {m['python']}; Kafka, worker, edge, simulator and "
         "clients on the same host, loopback.",
-        "",
-        "| streams x tok/s | per-token p50 / p99 ms (relay → pipeline) | added TTFT p50 ms "
-        "| tok/s delivered | CPU s / 1k tok (worker + edge + broker*) | lost/dup/reord "
-        "| other load on host (cores) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for s in report["streaming"]:
-        p, r = s["pipeline"], s["relay"]
-        cpu = p["cpu_s_per_1k_tokens"]
-        lines.append(
-            f"| {s['concurrency']} x {report['config']['tps']:g} "
-            f"| {_ms(r['latency_ms']['p50'])} / {_ms(r['latency_ms']['p99'])} → "
-            f"{_ms(p['latency_ms']['p50'])} / {_ms(p['latency_ms']['p99'])} "
-            f"| {_ms(p['ttft_added_ms']['p50'])} (relay {_ms(r['ttft_added_ms']['p50'])}) "
-            f"| {p['tokens_per_s']} (relay {r['tokens_per_s']}) "
-            f"| {cpu.get('worker') or 0:.2f} + {cpu.get('edge') or 0:.2f} + "
-            f"{s['added'].get('broker_cpu_s_per_1k_tokens_net') or 0:.2f} "
-            f"| {p['lost']}/{p['duplicated']}/{p['reordered']} "
-            f"| {p['machine']['background_cores']:.2f} |"
-        )
-    lines += ["", "*broker: the shared broker's CPU less its rate while only the relay ran."]
+    lines += _streaming_table(report)
+    lines += _scale_out_table(report)
     idle = report.get("idle")
     if idle and idle["levels"]:
-        lines += ["", "| idle SSE connections | edge RSS MiB | KiB per connection | open |",
+        layout = report["config"].get("layouts", ["topic"])[0]
+        lines += ["", f"| idle SSE connections ({layout} layout) | edge RSS MiB "
+                  "| KiB per connection | open |",
                   "| --- | --- | --- | --- |"]
         for lvl in idle["levels"]:
             lines.append(f"| {lvl['connections']} | {lvl['edge_rss_mib']} "
@@ -242,6 +253,114 @@ def markdown(report: dict[str, Any]) -> str:
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
         lines.append(f"| {t['name']} {t['target']} | {_fmt(t['measured'])} | {met} |")
     return "\n".join(lines) + "\n"
+
+
+PATH_HEADER = [
+    "| streams x tok/s | path | per-token p50 / p99 ms | added p50 / p99 ms "
+    "| TTFT over the simulator's p50 / p99 ms | tok/s delivered "
+    "| CPU s / 1k tok (worker + edge + broker* = total) | total / relay | lost/dup/reord "
+    "| other load on host (cores) |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+]
+
+
+def _streaming_table(report: dict[str, Any]) -> list[str]:
+    streaming = report["streaming"]
+    if not streaming:
+        return []
+    tps = report["config"]["tps"]
+    lines = ["", *PATH_HEADER]
+    for s in streaming:
+        relay = s["relay"]
+        lines.append(_path_row(f"{s['concurrency']} x {tps:g}", "relay", relay, None,
+                               f"relay {_cpu(relay['cpu_s_per_1k_tokens'].get('relay'))}", "1.0"))
+        added = layout_added(s)
+        for layout, figures in layout_figures(s).items():
+            cpu = added[layout].get("cpu_s_per_1k_tokens") or cpu_per_1k(figures, relay)
+            lines.append(_path_row("", f"pipeline, {layout} layout", figures, added[layout],
+                                   _cpu_sum(cpu), _ratio(cpu)))
+    layouts = list(layout_figures(streaming[0]))
+    primary = layouts[0]
+    lines += ["", "*broker: the shared broker's CPU less its rate while only the relay ran. "
+              "The simulator's CPU (the LLM's stand-in, the same on both paths) is in neither "
+              "total."]
+    if len(layouts) > 1:
+        lines += ["", f"The relay ran once per concurrency, interleaved with the {primary} "
+                  f"layout's pipeline; the {', '.join(layouts[1:])} layout ran afterwards on a "
+                  "fresh worker and edge of its own (own topics and consumer group) at the same "
+                  "concurrencies, compared with those relay figures (the last column shows what "
+                  "else loaded the host meanwhile)."]
+    lines += ["", f"Cancels, the idle stack and idle connections: {primary} layout only."]
+    return lines
+
+
+def _path_row(first: str, path: str, figures: dict[str, Any], added: dict[str, Any] | None,
+              cpu: str, ratio: str) -> str:
+    lat, ttft = figures["latency_ms"], figures["ttft_added_ms"]
+    more = "-" if added is None else _pair(added["latency_ms"])
+    return (f"| {first} | {path} | {_pair(lat)} | {more} | {_pair(ttft)} "
+            f"| {figures['tokens_per_s']} | {cpu} | {ratio} "
+            f"| {figures['lost']}/{figures['duplicated']}/{figures['reordered']} "
+            f"| {figures['machine']['background_cores']:.2f} |")
+
+
+def _scale_out_table(report: dict[str, Any]) -> list[str]:
+    scale_out = report.get("scale_out") or []
+    if not scale_out:
+        return []
+    tps = report["config"]["tps"]
+    rows = {s["concurrency"]: s for s in report["streaming"]}
+    lines = [
+        "", "| streams x tok/s | shared layout on | tok/s delivered | added per-token p50 / p99 "
+        "ms | TTFT over the simulator's p50 / p99 ms | CPU s / 1k tok (workers + edges + "
+        "broker* = total) | total / relay | lost/dup/reord | other load on host (cores) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    notes = []
+    for s in scale_out:
+        n = s["concurrency"]
+        one = rows.get(n)
+        setups = []
+        if one is not None and "shared" in layout_figures(one):
+            setups.append(("1 worker + 1 edge", layout_figures(one)["shared"],
+                           layout_added(one)["shared"]))
+        setups.append((f"{s['workers']} workers + {s['edges']} edges", s["pipeline"],
+                       s["added"]))
+        for k, (setup, figures, added) in enumerate(setups):
+            cpu = added["cpu_s_per_1k_tokens"]
+            lines.append(
+                f"| {'' if k else f'{n} x {tps:g}'} | {setup} | {figures['tokens_per_s']} "
+                f"| {_pair(added['latency_ms'])} | {_pair(figures['ttft_added_ms'])} "
+                f"| {_cpu_sum(cpu)} | {_ratio(cpu)} "
+                f"| {figures['lost']}/{figures['duplicated']}/{figures['reordered']} "
+                f"| {figures['machine']['background_cores']:.2f} |")
+        per_edge = " / ".join(str(v) for v in s["pipeline"].get("requests_per_edge", {}).values())
+        owned = " / ".join(",".join(str(p) for p in parts) for parts in s["assignment"])
+        notes.append(f"at {n} streams: chat.requests partitions per worker {owned}; requests "
+                     f"per edge {per_edge or '-'}")
+    lines += ["", "2 workers (one consumer group) + 2 edges, clients alternating between the "
+              "edges, at the same offered load as 1 + 1 in the same run (after it, on fresh "
+              "processes and topics of their own); CPU summed over every worker and edge. "
+              + "; ".join(notes) + "."]
+    return lines
+
+
+def _pair(d: dict[str, Any]) -> str:
+    return f"{_ms(d.get('p50'))} / {_ms(d.get('p99'))}"
+
+
+def _cpu(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _cpu_sum(cpu: dict[str, Any]) -> str:
+    return (f"{_cpu(cpu['workers'])} + {_cpu(cpu['edges'])} + {_cpu(cpu['broker_net'])} = "
+            f"{_cpu(cpu['total'])}")
+
+
+def _ratio(cpu: dict[str, Any]) -> str:
+    ratio = cpu.get("total_over_relay")
+    return "-" if ratio is None else f"{ratio:.1f}"
 
 
 def _idle_stack_lines(idle_stack: dict[str, Any] | None) -> list[str]:

@@ -1,12 +1,13 @@
 """The kinds of scenario: N streaming sessions (pipeline or relay), N cancelled streams, and
 idle connections.
 
-Streaming: sessions are dealt round-robin to client processes; all processes prepare, the CPU
-counters of every server process are read, all start together, and the counters are read again
-when the last one reports. Cancel: the same dealing; then the simulator's record of closed
-streams is matched to the clients' cancel POSTs (``cancel_figures``). Idle: a fresh edge process,
-its RSS before any SSE connection, then after each level of open connections; heartbeats are
-counted over the hold at the last level.
+Streaming: sessions are dealt round-robin to client processes (and, through the pipeline, to the
+deployment's edges in turn); all processes prepare, the CPU counters of every server process are
+read, all start together, and the counters are read again when the last one reports. Cancel:
+the same dealing; then the simulator's record of closed streams is matched to the clients'
+cancel POSTs (``cancel_figures``). Idle: a fresh edge process, its RSS before any SSE connection,
+then after each level of open connections; heartbeats are counted over the hold at the last
+level.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ CLOSE_POLL_S = 0.2
 def _job(stack: BenchStack, mode: str, sessions: list[dict[str, Any]], *, tokens: int,
          requests: int, timeout_s: float) -> StreamJob:
     config, s = stack.config, stack.settings
-    port = stack.relay_port if mode == "relay" else s.edge_port
+    port = stack.relay_port if mode == "relay" else stack.edge_ports[0]
     return StreamJob(
         mode=mode, ingress=config.ingress, host="127.0.0.1", port=port, tag=stack.tag,
         sessions=sessions, requests_per_session=requests, tokens=tokens, tps=config.tps,
@@ -76,6 +77,9 @@ async def _sessions(stack: BenchStack, mode: str, concurrency: int, label: str
     for session in sessions:
         # The bench stack runs in development mode: each user posts with a development JWT.
         session["credential"] = mint_dev_jwt(session["user_id"], ttl_s=24 * 3600)
+        if mode == "pipeline":
+            # With several edges, clients alternate between them (as a load balancer would).
+            session["port"] = stack.edge_ports[session["index"] % len(stack.edge_ports)]
     if mode == "pipeline" and stack.config.ingress == "kafka":
         ids = [f"{stack.tag}-{label}-s{i}" for i in range(concurrency)]
         # As POST /v1/chat does: the topic exists before the reader attaches.
@@ -121,8 +125,8 @@ async def run_streaming(
     delta = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
     raw = stack.run_dir / f"raw-{label}-{mode}.json"
     raw.write_text(json.dumps({"cpu_delta": delta, "outcomes": outcomes}))
-    for outcome in outcomes:
-        stack.session_topics.update(stack.settings.session_topic(s) for s in outcome["session_ids"])
+    if mode == "pipeline":
+        _note_session_topics(stack, outcomes)
     figures = mode_figures(outcomes, delta, concurrency=concurrency,
                            requests_per_session=requests, tps=config.tps)
     figures["wall_s"] = round(wall, 3)
@@ -180,8 +184,7 @@ async def run_cancel(stack: BenchStack, streams: int, *, label: str = "cancel"
         rows = [row for o in outcomes for row in o["streams"]]
         closed = await _closed_streams(http, f"http://127.0.0.1:{s.sim_port}/v1/_sim/closed", rows)
         after = await _worker_histogram(http, worker_metrics)
-    for outcome in outcomes:
-        stack.session_topics.update(s.session_topic(sid) for sid in outcome["session_ids"])
+    _note_session_topics(stack, outcomes)
     worker = histogram_delta(before, after) if before and after else None
     figures = cancel_figures(rows, closed, worker)
     ours = sum(cpu_after[n] - cpu_before.get(n, 0.0) for n in cpu_after)
@@ -204,6 +207,14 @@ async def run_cancel(stack: BenchStack, streams: int, *, label: str = "cancel"
              figures["cancelled_ok"], figures["missing_close"], figures["wrong_finish"],
              closed_ms["p50"], closed_ms["p99"], figures["machine"]["background_cores"])
     return figures
+
+
+def _note_session_topics(stack: BenchStack, outcomes: list[dict[str, Any]]) -> None:
+    """Session topics to delete at the end (topic layout; the shared one has none)."""
+    if stack.layout == "topic":
+        for outcome in outcomes:
+            stack.session_topics.update(stack.settings.session_topic(sid)
+                                        for sid in outcome["session_ids"])
 
 
 async def _closed_streams(http: httpx.AsyncClient, url: str, rows: list[dict[str, Any]]

@@ -37,7 +37,8 @@ class StreamJob:
     host: str
     port: int
     tag: str
-    sessions: list[dict[str, Any]]  # {"index", "delay_s", "user_id", "session_id"?, "token"?}
+    # {"index", "delay_s", "user_id", "credential", "port"? (its edge), "session_id"?, "token"?}
+    sessions: list[dict[str, Any]]
     requests_per_session: int
     tokens: int
     tps: float
@@ -61,6 +62,8 @@ class Outcome:
     worker_ms: list[float] = field(default_factory=list)
     after_worker_ms: list[float] = field(default_factory=list)
     session_ids: list[str] = field(default_factory=list)
+    # Pipeline: requests answered per edge port (str keys: this travels as JSON).
+    requests_per_edge: dict[str, int] = field(default_factory=dict)
     reconnects: int = 0
     id_violations: int = 0
     errors: list[str] = field(default_factory=list)
@@ -186,6 +189,7 @@ async def pipeline_session(
     job: StreamJob, session: dict[str, Any], out: Outcome, producer: Any = None
 ) -> None:
     index, user = int(session["index"]), str(session["user_id"])
+    port = int(session.get("port", job.port))
     session_id: str | None = session.get("session_id")
     token: str | None = session.get("token")
     credential: str = session["credential"]
@@ -195,7 +199,7 @@ async def pipeline_session(
     try:
         if job.ingress == "kafka":
             assert session_id is not None and token is not None
-            stream = SessionStream(job.host, job.port, session_id, token)
+            stream = SessionStream(job.host, port, session_id, token)
             stream.start()
             await asyncio.wait_for(stream.connected.wait(), job.request_timeout_s)
         for r in range(job.requests_per_session):
@@ -204,13 +208,14 @@ async def pipeline_session(
             t0 = time.time()
             try:
                 request_id, session_id, token, write_token = await _submit(
-                    job, producer, user, messages, session_id, (credential, token, write_token)
+                    job, port, producer, user, messages, session_id,
+                    (credential, token, write_token),
                 )
             except (OSError, HttpError, TimeoutError) as exc:
                 out.failed(index, r, t0, f"submit: {exc!r}", job)
                 continue
             if stream is None:
-                stream = SessionStream(job.host, job.port, session_id, token)
+                stream = SessionStream(job.host, port, session_id, token)
                 stream.start()
             submitted_at = time.time()
             record = stream.record(request_id)
@@ -220,6 +225,7 @@ async def pipeline_session(
             if not record.finished.is_set():
                 record.error = "timed out waiting for the terminal event"
             out.keep(record, index, r, job)
+            out.requests_per_edge[str(port)] = out.requests_per_edge.get(str(port), 0) + 1
     except TimeoutError:
         out.errors.append(f"s{index}: stream never connected")
     finally:
@@ -233,10 +239,11 @@ async def pipeline_session(
 
 
 async def _submit(
-    job: StreamJob, producer: Any, user: str, messages: list[dict[str, str]],
+    job: StreamJob, port: int, producer: Any, user: str, messages: list[dict[str, str]],
     session_id: str | None, tokens: tuple[str, str | None, str | None],
 ) -> tuple[str, str, str, str | None]:
-    """Publish one request; (request_id, session_id, read token, write token).
+    """Publish one request (to the edge at ``port``, or to Kafka); (request_id, session_id, read
+    token, write token).
 
     ``tokens`` = (the caller's credential, the session's read token, its write token)."""
     credential, token, write_token = tokens
@@ -254,7 +261,7 @@ async def _submit(
         body["session_id"] = session_id
         headers["x-stream-token"] = write_token or ""
     status, answer = await asyncio.wait_for(
-        post_json(job.host, job.port, "/v1/chat", body, headers=headers), job.request_timeout_s
+        post_json(job.host, port, "/v1/chat", body, headers=headers), job.request_timeout_s
     )
     if status != 202:
         raise HttpError(status, json.dumps(answer).encode())

@@ -1,16 +1,24 @@
-"""The system under test for one run: simulator, worker, edge and relay as child processes.
+"""The system under test for one run: simulator and relay, and one ``Deployment`` of the
+pipeline at a time (its workers and edges) as child processes.
 
-Each run has its own topics, consumer group, ports and stream-token secret (``bench-<hex>``), so
-it never reads another run's data; its topics are deleted at the end.
+Each run has its own topics, consumer groups, ports and stream-token secret (``bench-<hex>``), so
+it never reads another run's data; each deployment (a session layout, how many workers and
+edges) has topics and a group of its own (``bench-<hex>.<deployment>.*``), so layouts never share
+a topic. The run's topics are deleted at the end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from pydantic import SecretStr
 
 from tokenwire.auth_settings import Quota
@@ -28,6 +36,7 @@ from tokenwire.topics import (
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 90.0
+GROUP_POLL_S = 0.5
 TOPIC_BATCH = 200
 
 
@@ -37,19 +46,32 @@ BENCH_QUOTA = Quota(
 )
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """One pipeline under test: a session layout, its own topics and group, N workers (one
+    consumer group) and M edges."""
+
+    name: str
+    layout: str
+    workers: int = 1
+    edges: int = 1
+
+
+def layout_deployment(layout: str) -> Deployment:
+    return Deployment(layout, layout)
+
+
+# §4 of the issue: the shared layout scaled out, at the same offered load as one of each.
+SCALE_OUT = Deployment("shared-2w2e", "shared", workers=2, edges=2)
+
+
 def bench_settings(base: Settings, tag: str, config: BenchConfig) -> Settings:
+    """What every process of the run shares (simulator, auth, quotas); ``deployment_settings``
+    adds a deployment's topics, group and ports."""
     sim_port = free_port()
     largest = max(*config.concurrency, config.cancel_streams, 1)
     return base.model_copy(update={
-        "requests_topic": f"{tag}.requests",
-        "events_topic": f"{tag}.events",
-        "alerts_topic": f"{tag}.alerts",
-        "dead_letter_topic": f"{tag}.dlq",
-        "control_topic": f"{tag}.control",
-        "worker_id": f"{tag}-worker",
-        "worker_web_port": free_port(),
         "worker_concurrency": max(64, 2 * largest),
-        "edge_port": free_port(),
         "sim_port": sim_port,
         "sim_ttft_ms": config.ttft_ms,
         "sim_tokens_per_s": config.tps,
@@ -75,16 +97,59 @@ def bench_settings(base: Settings, tag: str, config: BenchConfig) -> Settings:
     })
 
 
+def deployment_settings(common: Settings, tag: str, deployment: Deployment) -> Settings:
+    prefix = f"{tag}.{deployment.name}"
+    return common.model_copy(update={
+        "session_layout": deployment.layout,
+        "requests_topic": f"{prefix}.requests",
+        "events_topic": f"{prefix}.events",
+        "alerts_topic": f"{prefix}.alerts",
+        "dead_letter_topic": f"{prefix}.dlq",
+        "control_topic": f"{prefix}.control",
+        # Under the tag: the janitor of a topic-layout worker lists only this run's sessions,
+        # and clean-up finds them by prefix.
+        "session_topic_prefix": f"{prefix}.session.",
+        "sessions_topic": f"{prefix}.sessions",
+        "sessions_index_topic": f"{prefix}.sessions.index",
+        # The Faust app id, hence the consumer group: every worker of a deployment shares it
+        # (they are told apart by their web ports), no two deployments do.
+        "worker_id": f"{tag}-{deployment.name}-worker",
+        "worker_web_port": free_port(),
+        "edge_port": free_port(),
+    })
+
+
+async def group_partitions(admin: Any, settings: Settings) -> tuple[str, list[list[int]]]:
+    """The worker group's state and, per member, the ``requests_topic`` partitions it owns."""
+    [response] = await admin.describe_consumer_groups([settings.worker_id])
+    group = response.to_object()["groups"][0]
+    owned = []
+    for member in group["members"]:
+        raw = member["member_assignment"]
+        assignment = ConsumerProtocolMemberAssignment.decode(raw).assignment if raw else []
+        owned.append(sorted(p for topic, parts in assignment if topic == settings.requests_topic
+                            for p in parts))
+    return str(group["state"]), sorted(owned)
+
+
 class BenchStack:
     def __init__(self, base: Settings, config: BenchConfig, run_dir: Path) -> None:
         self.tag = f"bench-{uuid.uuid4().hex[:8]}"
         self.base = base
         self.config = config
-        self.settings = bench_settings(base, self.tag, config)
+        self.common = bench_settings(base, self.tag, config)
+        self._deployments: dict[str, Settings] = {}
+        self.deployment = layout_deployment(config.primary_layout)
+        # The deployment's settings (what its first worker and edge run with).
+        self.settings = self._settings_of(self.deployment)
         self.run_dir = run_dir
         self.relay_port = free_port()
         self.children: dict[str, Child] = {}
         self.session_topics: set[str] = set()
+        self.worker_ports: list[int] = []
+        self.edge_ports: list[int] = []
+        # Per worker of the deployment, the requests partitions it owned when timing began.
+        self.assignment: list[list[int]] = []
 
     @property
     def kafka_pid(self) -> int | None:
@@ -95,31 +160,101 @@ class BenchStack:
             return None
         return kafka.running_pid(self.base)
 
-    def _spawn(self, name: str, argv: list[str], settings: Settings | None = None) -> Child:
-        child = spawn(name, argv, child_env(settings or self.settings), self.run_dir)
+    def _spawn(self, name: str, argv: list[str], settings: Settings | None = None, *,
+               log_name: str | None = None) -> Child:
+        child = spawn(log_name or name, argv, child_env(settings or self.settings), self.run_dir)
         self.children[name] = child
         return child
 
-    async def start(self, *, streaming: bool) -> None:
-        await ensure_core_topics(self.settings)
-        s = self.settings
-        if streaming:
-            sim = self._spawn("sim", ["-m", "tokenwire.cli", "sim", "--host", "127.0.0.1",
-                                      "--port", str(s.sim_port)])
-            relay = self._spawn("relay", ["-m", "tokenwire.bench.relay",
-                                          "--port", str(self.relay_port)])
-            worker = self._spawn("worker", ["-m", "tokenwire.cli", "worker"])
-            edge = self.spawn_edge("edge", s.edge_port)
-            await wait_http_ok(sim, f"http://127.0.0.1:{s.sim_port}/healthz", READY_TIMEOUT_S)
-            await wait_http_ok(relay, f"http://127.0.0.1:{self.relay_port}/healthz",
-                               READY_TIMEOUT_S)
-            await wait_http_ok(edge, f"http://127.0.0.1:{s.edge_port}/readyz", READY_TIMEOUT_S)
-            await wait_http_ok(worker, f"http://127.0.0.1:{s.worker_web_port}/readyz",
-                               READY_TIMEOUT_S)
+    def _settings_of(self, deployment: Deployment) -> Settings:
+        if deployment.name not in self._deployments:
+            self._deployments[deployment.name] = deployment_settings(
+                self.common, self.tag, deployment)
+        return self._deployments[deployment.name]
 
-    def spawn_edge(self, name: str, port: int) -> Child:
+    @property
+    def layout(self) -> str:
+        return self.settings.session_layout
+
+    def select(self, deployment: Deployment) -> None:
+        """Make ``deployment``'s settings current without starting anything (the idle part
+        spawns its own edge)."""
+        self.deployment, self.settings = deployment, self._settings_of(deployment)
+
+    async def start(self, *, streaming: bool) -> None:
+        """Simulator, relay and the primary layout's worker + edge (streaming), or only the
+        primary layout's topics (the idle part alone)."""
+        if not streaming:
+            await ensure_core_topics(self.settings)
+            return
+        c = self.common
+        sim = self._spawn("sim", ["-m", "tokenwire.cli", "sim", "--host", "127.0.0.1",
+                                  "--port", str(c.sim_port)], c)
+        relay = self._spawn("relay", ["-m", "tokenwire.bench.relay",
+                                      "--port", str(self.relay_port)], c)
+        await wait_http_ok(sim, f"http://127.0.0.1:{c.sim_port}/healthz", READY_TIMEOUT_S)
+        await wait_http_ok(relay, f"http://127.0.0.1:{self.relay_port}/healthz", READY_TIMEOUT_S)
+        await self.deploy(self.deployment)
+
+    async def deploy(self, deployment: Deployment) -> None:
+        """Stop the running workers and edges, start ``deployment``'s, and return once every
+        one answers ready (and, with several workers, each owns requests partitions)."""
+        self.stop_pipeline()
+        self.select(deployment)
+        s = self.settings
+        await ensure_core_topics(s)
+        self.worker_ports = [s.worker_web_port, *(free_port() for _ in
+                                                  range(deployment.workers - 1))]
+        self.edge_ports = [s.edge_port, *(free_port() for _ in range(deployment.edges - 1))]
+        workers = [self._spawn(name, ["-m", "tokenwire.cli", "worker"],
+                               s.model_copy(update={"worker_web_port": port}),
+                               log_name=f"{deployment.name}-{name}")
+                   for name, port in zip(_numbered("worker", len(self.worker_ports)),
+                                         self.worker_ports, strict=True)]
+        edges = [self.spawn_edge(name, port, log_name=f"{deployment.name}-{name}")
+                 for name, port in zip(_numbered("edge", len(self.edge_ports)),
+                                       self.edge_ports, strict=True)]
+        for edge, port in zip(edges, self.edge_ports, strict=True):
+            await wait_http_ok(edge, f"http://127.0.0.1:{port}/readyz", READY_TIMEOUT_S)
+        for worker, port in zip(workers, self.worker_ports, strict=True):
+            await wait_http_ok(worker, f"http://127.0.0.1:{port}/readyz", READY_TIMEOUT_S)
+        self.assignment = await self._wait_for_group() if deployment.workers > 1 else []
+        log.info("deployment up name=%s layout=%s workers=%d edges=%d assignment=%s",
+                 deployment.name, deployment.layout, deployment.workers, deployment.edges,
+                 self.assignment)
+
+    async def _wait_for_group(self) -> list[list[int]]:
+        """Until the group is stable with every worker in it, each owning requests partitions
+        (a worker that joined late would otherwise take its share mid-scenario)."""
+        s, want = self.settings, self.deployment.workers
+        admin = new_admin(s.kafka_connection, client_id=f"{self.tag}-group-watch")
+        await admin.start()
+        seen: tuple[str, list[list[int]]] = ("not described", [])
+        try:
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while time.monotonic() < deadline:
+                try:
+                    seen = await group_partitions(admin, s)
+                except Exception as exc:  # the group's coordinator not known yet: ask again
+                    seen = (f"not described ({exc!r})", [])
+                state, owned = seen
+                if state == "Stable" and len(owned) == want and all(owned):
+                    return owned
+                await asyncio.sleep(GROUP_POLL_S)
+        finally:
+            await admin.close()
+        raise RuntimeError(f"worker group {s.worker_id} not split over {want} workers in "
+                           f"{READY_TIMEOUT_S}s: state={seen[0]} partitions={seen[1]}")
+
+    def spawn_edge(self, name: str, port: int, *, log_name: str | None = None) -> Child:
         return self._spawn(name, ["-m", "tokenwire.cli", "edge", "--host", "127.0.0.1",
-                                  "--port", str(port)])
+                                  "--port", str(port)], log_name=log_name)
+
+    def stop_pipeline(self) -> None:
+        """The deployment's workers and edges (not the simulator, the relay or an idle edge)."""
+        for name in [n for n in self.children if n.startswith(("worker", "edge"))
+                     and n != "edge-idle"]:
+            self.stop(name)
 
     def stop(self, name: str) -> None:
         child = self.children.pop(name, None)
@@ -139,6 +274,10 @@ class BenchStack:
         return sample
 
     async def create_session_topics(self, session_ids: list[str]) -> None:
+        """As POST /v1/chat does before a session's first request, in the topic layout; the
+        shared layout has no topic per session (nothing to create)."""
+        if self.layout != "topic":
+            return
         admin = new_admin(self.settings.kafka_connection, client_id=f"{self.tag}-admin")
         await admin.start()
         try:
@@ -151,8 +290,9 @@ class BenchStack:
         self.session_topics.update(spec.name for spec in specs)
 
     async def delete_topics(self) -> int:
-        """Delete the run's topics (core and session); returns how many were deleted."""
-        s = self.settings
+        """Delete the run's topics (every deployment's core, session and changelog topics start
+        with the tag); returns how many were deleted."""
+        s = self.common
         admin = new_admin(s.kafka_connection, client_id=f"{self.tag}-admin")
         await admin.start()
         try:
@@ -164,3 +304,8 @@ class BenchStack:
             await admin.close()
         log.info("deleted bench topics count=%d tag=%s", len(ours), self.tag)
         return len(ours)
+
+
+def _numbered(role: str, count: int) -> list[str]:
+    """``worker``, ``worker2``, ...: the first keeps the name the one-of-each figures use."""
+    return [role if k == 0 else f"{role}{k + 1}" for k in range(count)]

@@ -113,9 +113,18 @@ def mode_figures(
             for name, v in cpu_delta.items()
         },
         "client_cpu_s": round(sum(float(o["cpu_s"]) for o in outcomes), 3),
+        "requests_per_edge": _per_edge(outcomes),
     }
     figures["clean"] = integrity_clean(figures)
     return figures
+
+
+def _per_edge(outcomes: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        for port, n in outcome.get("requests_per_edge", {}).items():
+            counts[port] = counts.get(port, 0) + int(n)
+    return dict(sorted(counts.items()))
 
 
 def _breakdown(requests: list[dict[str, Any]]) -> dict[str, float | int | None]:
@@ -138,3 +147,46 @@ def added(pipeline: dict[str, Any], relay: dict[str, Any], key: str) -> dict[str
         a, b = pipeline[key].get(name), relay[key].get(name)
         out[name] = None if a is None or b is None else round(a - b, 3)
     return out
+
+
+def broker_net(pipeline: dict[str, Any], relay: dict[str, Any]) -> float | None:
+    """The shared broker's CPU per 1k pipeline tokens, less its rate while only the relay ran."""
+    busy, idle = pipeline["cpu_s"].get("kafka"), relay["cpu_s"].get("kafka")
+    tokens = pipeline["tokens_delivered"]
+    if busy is None or idle is None or not tokens:
+        return None
+    net = busy - idle / relay["wall_s"] * pipeline["wall_s"]
+    return round(max(0.0, net) * 1000 / tokens, 4)
+
+
+def cpu_per_1k(pipeline: dict[str, Any], relay: dict[str, Any]) -> dict[str, float | None]:
+    """CPU seconds per 1k delivered tokens of everything the pipeline adds (all its workers,
+    all its edges, the broker's net share), beside the relay's own process.
+
+    The simulator's CPU is the same on both paths (it stands in for the LLM) and is left out
+    of both."""
+    per = pipeline["cpu_s_per_1k_tokens"]
+    workers = _role_sum(per, "worker")
+    edges = _role_sum(per, "edge")
+    broker = broker_net(pipeline, relay)
+    total = None if workers is None or edges is None else round(workers + edges + (broker or 0), 4)
+    own = relay["cpu_s_per_1k_tokens"].get("relay")
+    ratio = round(total / own, 2) if total is not None and own else None
+    return {"workers": workers, "edges": edges, "broker_net": broker, "total": total,
+            "relay": own, "total_over_relay": ratio}
+
+
+def _role_sum(per_1k: dict[str, float | None], role: str) -> float | None:
+    """``worker`` + ``worker2`` + ... (None when no such process ran or had no tokens)."""
+    values = [v for name, v in per_1k.items() if name.startswith(role) and v is not None]
+    return round(sum(values), 4) if values else None
+
+
+def added_figures(pipeline: dict[str, Any], relay: dict[str, Any]) -> dict[str, Any]:
+    """What the pipeline adds over the relay at the same concurrency."""
+    return {
+        "latency_ms": added(pipeline, relay, "latency_ms"),
+        "ttft_ms": added(pipeline, relay, "ttft_added_ms"),
+        "broker_cpu_s_per_1k_tokens_net": broker_net(pipeline, relay),
+        "cpu_s_per_1k_tokens": cpu_per_1k(pipeline, relay),
+    }
