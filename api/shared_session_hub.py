@@ -5,8 +5,10 @@ Every session lives in a partition of ``chat.sessions``, keyed by its id; an SSE
 the interface of ``SessionHub`` (api/session_hub.py), so streams and resume are the same code in
 both layouts; what differs is how records reach a session's feed:
 
-- Live: one follower consumer (long polls) is assigned the partitions that have readers, always
-  at their head. Each fetched record is routed by key to its session's feed, and one fetch serves
+- Live: one follower consumer (long polls) is assigned the partitions that have (had) readers,
+  always at their head; each keeps its newest records (``sse_shared_recent_records``), which
+  fill a new stream of a session active a moment ago (a stream opened just after its POST).
+  Each fetched record is routed by key to its session's feed, and one fetch serves
   every session of a partition. The live position never moves back, so no reader can hold up
   another session's stream: a reader whose events fall out of its feed's cache is closed as slow
   (it resumes with Last-Event-ID) instead of pausing the partition.
@@ -33,6 +35,7 @@ import bisect
 import contextlib
 import logging
 import time
+from collections import deque
 from operator import attrgetter
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -92,13 +95,32 @@ INDEX_TIMEOUT_S = 15.0
 
 
 class PartitionState:
-    """One followed partition: its live position (None until the loop has sought it) and the
-    feeds of its sessions by key."""
+    """One followed partition: its live position (None until the loop has sought it), the feeds
+    of its sessions by key, and its newest records (every session's, from ``recent_from`` on),
+    from which a new stream of a session active a moment ago is filled without a backfill."""
 
-    def __init__(self, tp: TopicPartition) -> None:
+    def __init__(self, tp: TopicPartition, recent: int) -> None:
         self.tp = tp
         self.live_next: int | None = None
         self.feeds: dict[bytes, SharedFeed] = {}
+        self.recent: deque[ConsumerRecord] = deque()
+        self.recent_capacity = recent
+        self.recent_from: int | None = None
+
+    def seek_to(self, offset: int) -> None:
+        self.live_next = self.recent_from = offset
+        self.recent.clear()
+
+    def remember(self, record: ConsumerRecord) -> None:
+        self.recent.append(record)
+        if len(self.recent) > self.recent_capacity:
+            self.recent_from = self.recent.popleft().offset + 1
+
+    def recent_of(self, key: bytes, start: int) -> list[ConsumerRecord] | None:
+        """The session's records from ``start`` up to the live position, if all are at hand."""
+        if self.recent_from is None or start < self.recent_from:
+            return None
+        return [r for r in self.recent if r.offset >= start and r.key == key]
 
 
 class SharedFeed(SessionFeed):
@@ -162,6 +184,7 @@ class SharedSessionHub:
         self._up_since = 0.0
         self.consumers_created = 0
         self.backfills_run = 0
+        self.recent_fills = 0
         # Records history reads fetched (every session's): how near to its events they seek.
         self.history_records_read = 0
 
@@ -226,7 +249,9 @@ class SharedSessionHub:
             partition = partition_of(session_id, self._partitions_total)
             part = self._parts.get(partition)
             if part is None:
-                part = PartitionState(TopicPartition(self._topic, partition))
+                part = PartitionState(
+                    TopicPartition(self._topic, partition), self._settings.sse_shared_recent_records
+                )
                 self._parts[partition] = part
             feed = self._feeds[session_id] = SharedFeed(
                 session_id, self._settings.session_cache_events, start, part
@@ -263,10 +288,26 @@ class SharedSessionHub:
         part = feed.part
         assert part.live_next is not None
         feed.join = part.live_next
-        if feed.next_offset >= feed.join:
-            feed.live = True
+        if feed.next_offset < feed.join and not self._fill_from_recent(feed):
+            self._start_backfill(feed)
             return
-        self._start_backfill(feed)
+        feed.live = True
+
+    def _fill_from_recent(self, feed: SharedFeed) -> bool:
+        """Fill ``feed`` up to its join point from the partition's newest records, if they
+        reach back to where it starts (the common case: a stream opened just after its POST)."""
+        assert feed.join is not None and self._epoch is not None
+        records = feed.part.recent_of(feed.session_id.encode(), feed.next_offset)
+        if records is None:
+            return False
+        where = f"session={feed.session_id}"
+        entries = [e for r in records
+                   if (e := decode_entry(self._epoch, r.offset, r.value, where=where))]
+        self._terminals.remember(feed.session_id, self._epoch, entries)
+        self._append(feed, entries)  # before the position moves: appends go by it
+        feed.next_offset = max(feed.next_offset, feed.join)
+        self.recent_fills += 1
+        return True
 
     def _rewind(self, feed: SharedFeed, start: int) -> None:
         self._cancel_backfill(feed)
@@ -279,6 +320,9 @@ class SharedSessionHub:
             feed.live = False
             feed.join = feed.part.live_next
             feed.ahead = []
+            if self._fill_from_recent(feed):
+                feed.live = True
+                return
         self._start_backfill(feed)
 
     def known_terminal(self, session_id: str, request_id: str, epoch: str) -> int | None:
@@ -470,6 +514,7 @@ class SharedSessionHub:
             feed.close_all(CLOSED_RECREATED)
             self._drop(feed)
         self._epoch = epoch
+        self._parts.clear()  # positions of the old topic: partitions are sought afresh
         self._terminals = TerminalIndex(self._settings.sse_terminal_index_size)
         self._changed.set()
 
@@ -484,9 +529,9 @@ class SharedSessionHub:
         self._cancel_backfill(feed)
         if self._feeds.get(feed.session_id) is feed:
             del self._feeds[feed.session_id]
+        # The partition stays followed (at most N of them): its newest records are what the
+        # next new stream of one of its sessions is filled from.
         feed.part.feeds.pop(feed.session_id.encode(), None)
-        if not feed.part.feeds and self._parts.get(feed.part.tp.partition) is feed.part:
-            del self._parts[feed.part.tp.partition]
 
     async def _seek_new_partitions(self) -> None:
         """Assign the partitions that have feeds; a new one starts at its end, and its feeds join
@@ -500,7 +545,7 @@ class SharedSessionHub:
             await learn_leaders(self._consumer, tps, timeout_s=LEARN_LEADERS_TIMEOUT_S)
             ends = await self._metadata_ends(tps)
             for part in new:
-                part.live_next = ends[part.tp]
+                part.seek_to(ends[part.tp])
         # Partitions that got feeds during the awaits above are sought at the next step.
         ready = [part for part in self._parts.values() if part.live_next is not None]
         desired = {part.tp for part in ready}
@@ -540,6 +585,7 @@ class SharedSessionHub:
         for record in records:
             if record.offset < part.live_next:
                 continue  # fetched before a seek
+            part.remember(record)
             feed = part.feeds.get(record.key) if record.key is not None else None
             if feed is None:
                 continue

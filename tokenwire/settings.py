@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     # Shared layout: sessions whose request starts an edge or worker keeps in memory (least
     # recently written forgotten first; a forgotten one is read from its partition's start).
     session_index_remembered: int = Field(default=1_000_000, ge=1)
+    # Shared layout: each followed partition's newest records kept at the edge (every session's),
+    # so a stream opened just after its request is filled from memory, not by a history read.
+    sse_shared_recent_records: int = Field(default=10_000, ge=0)
     cors_origins: list[str] = Field(default_factory=list)
 
     # --- Simulator -----------------------------------------------------------------------

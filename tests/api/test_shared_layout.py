@@ -198,3 +198,18 @@ async def test_hostile_records_in_the_shared_topics_are_skipped_and_streams_go_o
         received = await stream.take(len(offsets))
     assert [e.id for e in received] == offsets
     assert shared_edge.runtime.hub.ready
+
+
+async def test_a_stream_opened_just_after_its_answer_is_filled_from_the_edges_recent_records(
+    shared_edge: Edge, worker: WorkerStandIn, unique_name: Callable[..., str]
+) -> None:
+    hub = shared_edge.runtime.hub
+    first = unique_name("s")
+    async with SseStream(shared_edge.events_url(first), token=shared_edge.token(first)) as one:
+        await one.take(0)  # the partition is followed from here on
+        sid = unique_name("s")
+        offsets = await worker.answer(sid, "r1")
+        async with SseStream(shared_edge.events_url(sid), token=shared_edge.token(sid)) as two:
+            received = await two.take(len(offsets))
+    assert [e.id for e in received] == offsets
+    assert hub.recent_fills >= 1 and hub.backfills_run == 0  # type: ignore[union-attr]
