@@ -72,6 +72,18 @@ class Subscription:
         self.close(CLOSED_LEFT)
         self._on_leave(self)
 
+    def ready(self, limit: int) -> list[Entry]:
+        """Up to ``limit`` entries already cached after ``cursor``, without waiting: a reader
+        that fell behind sends them in one write instead of one each."""
+        taken: list[Entry] = []
+        while len(taken) < limit and self.closed_reason is None and self.feed is not None:
+            entry = self.feed.entry_for(self)
+            if entry is None:
+                break
+            self.cursor = entry.offset + 1
+            taken.append(entry)
+        return taken
+
     async def next(self, *, give_up_if_missing: bool = False) -> Entry | None:
         """The next entry at or after ``cursor``, waiting for it; None once closed.
 

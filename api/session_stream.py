@@ -41,7 +41,7 @@ from api.errors import ApiError, retry_after_header, token_error
 from api.event_ids import Position, parse_position
 from api.metrics import REFUSED_POSITION
 from api.runtime import EdgeRuntime
-from api.session_feed import CLOSED_DISCONNECTED, Subscription
+from api.session_feed import CLOSED_DISCONNECTED, Entry, Subscription
 from api.sse_response import PING, LeanEventSourceResponse
 from api.stream_tokens import LEEWAY_S as TOKEN_LEEWAY_S
 from api.stream_tokens import bearer_token, verify_token
@@ -57,6 +57,8 @@ TERMINAL_LOOKUP_TIMEOUT_S = 5.0
 # broker.session.timeout.ms, 5 s on the local cluster): a reconnect in a failover waits for the
 # position instead of getting a 503, on which a browser's EventSource gives up for good.
 END_OFFSET_TIMEOUT_S = 15.0
+# Events already waiting for a reader go out in one write, at most this many.
+WRITE_BATCH = 64
 # A refused stream may try again this much later (the cap frees as other streams end).
 REFUSED_RETRY_AFTER_S = 5.0
 
@@ -267,6 +269,16 @@ async def _already_finished(runtime: EdgeRuntime, params: StreamParams, plan: St
     return terminal is not None
 
 
+def _until_done_at(batch: list[Entry], request_id: str | None) -> int | None:
+    """Index of the ``until=done`` request's terminal event in ``batch``, if it is there."""
+    if request_id is None:
+        return None
+    for index, entry in enumerate(batch):
+        if entry.request_id == request_id and entry.type in TERMINAL_TYPES:
+            return index
+    return None
+
+
 async def _stream(
     runtime: EdgeRuntime, params: StreamParams, plan: StartPlan, control: _StreamControl,
     ends_at: float,
@@ -294,10 +306,14 @@ async def _stream(
                 continue
             if entry is None:
                 break
-            yield entry.sse
-            metrics.sse_events.inc()
-            sent += 1
-            if entry.request_id == params.until_request and entry.type in TERMINAL_TYPES:
+            batch = [entry, *sub.ready(WRITE_BATCH - 1)]
+            ends = _until_done_at(batch, params.until_request)
+            if ends is not None:
+                batch = batch[: ends + 1]
+            yield b"".join(e.sse for e in batch) if len(batch) > 1 else entry.sse
+            metrics.sse_events.inc(len(batch))
+            sent += len(batch)
+            if ends is not None:
                 reason = "until_done"
                 return
         reason = sub.closed_reason or "closed"
