@@ -42,6 +42,9 @@ class BenchConfig:
     # first is the primary one: cancels and the idle parts run on it alone.
     layouts: tuple[str, ...] = LAYOUTS
     scale_out: str = "all"
+    # The worker's coalescing: chunk (one event per token, what the targets are about) or
+    # adaptive (joins chunks while the worker is behind, within the latency bound).
+    coalesce: str = "chunk"
 
     @property
     def primary_layout(self) -> str:
@@ -131,6 +134,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale-out", choices=SCALE_OUT,
                         help="2 workers + 2 edges (shared layout) at every concurrency (all, "
                         "default), the largest only, or off")
+    parser.add_argument("--coalesce", choices=["chunk", "adaptive"],
+                        help="the worker's coalescing (default chunk: one event per token)")
     parser.add_argument("--only", choices=["streaming", "idle", "cancel"],
                         help="run one part only")
     parser.add_argument("--cancel-streams", type=_count, metavar="N",
@@ -153,7 +158,7 @@ def from_args(args: argparse.Namespace) -> BenchConfig:
         "request_timeout_s": args.request_timeout_s,
         "profile_at": args.profile_at, "log_level": args.child_log_level,
         "cancel_streams": args.cancel_streams, "layouts": args.layouts,
-        "scale_out": args.scale_out,
+        "scale_out": args.scale_out, "coalesce": args.coalesce,
     }
     config = replace(base, **{k: v for k, v in overrides.items() if v is not None})
     if args.only == "streaming":

@@ -27,8 +27,15 @@ class TokenCheck:
         return not (self.lost or self.duplicated or self.reordered or self.mismatched)
 
 
-def check_tokens(arrivals: list[tuple[int, str]], expected: list[str]) -> TokenCheck:
-    """``arrivals``: (seq, text) of one attempt's token events in the order they were parsed."""
+def check_tokens(
+    arrivals: list[tuple[int, str]], expected: list[str], *, joined: bool = False
+) -> TokenCheck:
+    """``arrivals``: (seq, text) of one attempt's token events in the order they were parsed.
+
+    ``joined``: the worker coalesces (``adaptive``/``bounded``), so an event may carry several
+    chunks: the texts must join into the answer, and a token counts as delivered once the text
+    received covers it.
+    """
     by_seq: dict[int, str] = {}
     duplicated = reordered = 0
     last = -1
@@ -41,8 +48,24 @@ def check_tokens(arrivals: list[tuple[int, str]], expected: list[str]) -> TokenC
         last = max(last, seq)
         by_seq[seq] = text
     ordered = [by_seq[s] for s in sorted(by_seq)]
+    if joined:
+        got, want = "".join(ordered), "".join(expected)
+        covered = _covered(got, expected) if want.startswith(got) else 0
+        return TokenCheck(covered + duplicated, len(expected) - covered, duplicated, reordered,
+                          got != want)
     lost = max(0, len(expected) - len(ordered))
     return TokenCheck(len(arrivals), lost, duplicated, reordered, ordered != expected)
+
+
+def _covered(text: str, expected: list[str]) -> int:
+    """How many of ``expected``'s tokens the prefix ``text`` holds whole."""
+    length = count = 0
+    for token in expected:
+        length += len(token)
+        if length > len(text):
+            break
+        count += 1
+    return count
 
 
 @dataclass
@@ -66,6 +89,8 @@ class RequestRecord:
     worker_ms: list[float] = field(default_factory=list)
     after_worker_ms: list[float] = field(default_factory=list)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    # The worker may join chunks into one event (check_tokens' ``joined``).
+    joined: bool = False
 
     def add(self, kind: str, data: dict[str, Any], at: float) -> None:
         if kind == "token":
@@ -93,7 +118,7 @@ class RequestRecord:
             self.finished.set()
 
     def summary(self, session: int, index: int, sim_ttft_ms: float) -> dict[str, Any]:
-        check = check_tokens(self.arrivals, self.expected)
+        check = check_tokens(self.arrivals, self.expected, joined=self.joined)
         error = self.error
         if error is None and self.terminal is None:
             error = "no terminal event"

@@ -63,6 +63,7 @@ def _job(stack: BenchStack, mode: str, sessions: list[dict[str, Any]], *, tokens
         mode=mode, ingress=config.ingress, host="127.0.0.1", port=port, tag=stack.tag,
         sessions=sessions, requests_per_session=requests, tokens=tokens, tps=config.tps,
         ttft_ms=config.ttft_ms, request_timeout_s=timeout_s,
+        joined=mode == "pipeline" and config.coalesce != "chunk",
         kafka_bootstrap=s.kafka_bootstrap, requests_topic=s.requests_topic,
     )
 

@@ -46,6 +46,8 @@ class StreamJob:
     request_timeout_s: float
     kafka_bootstrap: str = ""
     requests_topic: str = ""
+    # The worker coalesces: token events may carry several chunks.
+    joined: bool = False
 
 
 def prompt(job: StreamJob, session: int, index: int) -> list[dict[str, str]]:
@@ -69,6 +71,7 @@ class Outcome:
     errors: list[str] = field(default_factory=list)
 
     def keep(self, record: RequestRecord, session: int, index: int, job: StreamJob) -> None:
+        record.joined = job.joined
         summary = record.summary(session, index, job.ttft_ms)
         self.requests.append(summary)
         self.latencies_ms.extend(round(x, 3) for x in record.latencies_ms)

@@ -77,8 +77,8 @@ def bench_settings(base: Settings, tag: str, config: BenchConfig) -> Settings:
         "sim_tokens_per_s": config.tps,
         "openai_base_url": f"http://127.0.0.1:{sim_port}/v1",
         "openai_api_key": SecretStr("sim-key"),
-        # One event per chunk: each token's latency is measured on its own.
-        "coalesce_mode": "chunk",
+        # chunk by default: one event per chunk, each token's latency measured on its own.
+        "coalesce_mode": config.coalesce,
         "sse_ping_s": config.ping_s,
         # Development mode: the local InfluxDB's token, development JWTs for the bench's users;
         # fresh stream-token keys and quotas no benchmark reaches.
