@@ -329,17 +329,23 @@ class SharedSessionHub:
         return self._terminals.get(session_id, request_id, epoch)
 
     async def beginning(self, session_id: str, *, timeout_s: float = INDEX_TIMEOUT_S) -> int:
-        """Where ``session_id``'s history begins: its first request's start in the index (read
-        up to its end now), else the partition's end (the session has no event yet), else the
-        partition's start when the index forgot sessions."""
+        """Where ``session_id``'s history begins: its first request's start in the index, else
+        the partition's end (the session has no event yet), else the partition's start when the
+        index forgot sessions.
+
+        The end is read before the index: a session with an event below that end had its
+        request's start on the index before that event, so before the end was read, and the
+        index read that follows finds it. (Read the other way round, a request that starts in
+        between would be missed: its first events lie below the end.)
+        """
         partition = partition_of(session_id, self._partitions_total)
+        found = await self._metadata.end(self._topic, partition=partition, timeout_s=timeout_s)
         await self._index.catch_up([partition], timeout_s=timeout_s)
         first = self.index.session_start(session_id)
         if first is not None:
             return first
         if not self.index.complete:
             return 0
-        found = await self._metadata.end(self._topic, partition=partition, timeout_s=timeout_s)
         return 0 if found is None else found.end
 
     async def find_terminal(

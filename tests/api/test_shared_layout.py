@@ -213,3 +213,27 @@ async def test_a_stream_opened_just_after_its_answer_is_filled_from_the_edges_re
             received = await two.take(len(offsets))
     assert [e.id for e in received] == offsets
     assert hub.recent_fills >= 1 and hub.backfills_run == 0  # type: ignore[union-attr]
+
+
+async def test_a_request_that_starts_while_a_stream_looks_for_its_beginning_is_streamed_whole(
+    shared_edge: Edge, worker: WorkerStandIn, unique_name: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found at 20,000 sessions (29 streams got nothing or a cut answer): the worker wrote a new
+    session's start and first events after the edge had read the index but before it read the
+    partition's end, and the stream started past them."""
+    hub = shared_edge.runtime.hub
+    sid = unique_name("s")
+    written: list[int] = []
+    index_reader = hub._index  # type: ignore[union-attr]
+    real_catch_up = index_reader.catch_up
+
+    async def worker_writes_right_after(partitions: list[int], *, timeout_s: float) -> None:
+        await real_catch_up(partitions, timeout_s=timeout_s)
+        if not written:
+            written.extend(await worker.answer(sid, "r1"))
+
+    monkeypatch.setattr(index_reader, "catch_up", worker_writes_right_after)
+    async with SseStream(shared_edge.events_url(sid), token=shared_edge.token(sid)) as stream:
+        received = await stream.take(len(answer_events(sid, "r1", TOKENS)), timeout_s=10)
+    assert [e.id for e in received] == written
