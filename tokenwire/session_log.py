@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -41,6 +41,8 @@ from tokenwire.topics import SessionTopics
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT_MS = 500
+# What a request's first event waits for (the shared layout's index write), or None.
+Opening = Awaitable[object] | None
 INDEX_TIMEOUT_S = 15.0
 
 
@@ -121,8 +123,13 @@ class SessionLog(ABC):
         return place_of(self.settings, session_id)
 
     @abstractmethod
-    async def open_request(self, session_id: str, request_id: str) -> None:
-        """Make the session writable for this request; before its first event, every attempt."""
+    async def open_request(self, session_id: str, request_id: str) -> Opening:
+        """Make the session writable for this request; before its first event, every attempt.
+
+        Returns what the request's first event must wait for (the writer awaits it), or None:
+        the shared layout's index write goes out now and is awaited only then, so it overlaps
+        the LLM's time to first token instead of adding to it.
+        """
 
     def written(self, tp: TopicPartition, offset: int) -> None:  # noqa: B027 (optional hook)
         """An event of a session is on the broker at ``offset``."""
@@ -149,8 +156,9 @@ class TopicSessionLog(SessionLog):
         super().__init__(settings)
         self.topics = topics
 
-    async def open_request(self, session_id: str, request_id: str) -> None:
+    async def open_request(self, session_id: str, request_id: str) -> Opening:
         await self.topics.ensure(session_id)
+        return None
 
     def forget(self, session_id: str) -> None:
         self.topics.forget(self.settings.session_topic(session_id))
@@ -185,7 +193,7 @@ class SharedSessionLog(SessionLog):
             client_id="tokenwire-worker-index",
         )  # fmt: skip
 
-    async def open_request(self, session_id: str, request_id: str) -> None:
+    async def open_request(self, session_id: str, request_id: str) -> Opening:
         tp = self.place(session_id)
         start = RequestStart(
             session_id=session_id, request_id=request_id, partition=tp.partition,
@@ -193,11 +201,12 @@ class SharedSessionLog(SessionLog):
         )  # fmt: skip
         # Keyed by request and offset: compaction keeps every bound written for a request (a
         # re-delivered one writes another, higher one), and readers take the lowest.
-        await self._producer.send_and_wait(
+        sent = await self._producer.send(
             self.settings.sessions_index_topic, orjson.dumps(start.model_dump(mode="json")),
             key=f"{request_id}@{start.offset}".encode(), partition=tp.partition,
         )  # fmt: skip
         self.index.add(start)
+        return sent
 
     def written(self, tp: TopicPartition, offset: int) -> None:
         if offset >= self._ends.get(tp.partition, -1):

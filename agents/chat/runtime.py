@@ -210,8 +210,9 @@ class ChatRuntime(mode.Service):
         writer: SessionWriter | None = None
         signal = self.cancels.register(request.request_id, request.session_id)
         try:
-            await self.session_log.open_request(request.session_id, request.request_id)
+            opening = await self.session_log.open_request(request.session_id, request.request_id)
             writer = self._writer(request)
+            writer.opening = opening
             if signal.requested:
                 # Cancelled while queued: ended without a generation slot.
                 await self._answer(request, writer, signal, tp, offset)
@@ -376,7 +377,9 @@ class ChatRuntime(mode.Service):
 
         async def end_session() -> None:
             # Made again if it vanished (deleted as idle by a janitor while cached as ready).
-            await self.session_log.open_request(request.session_id, request.request_id)
+            writer.opening = await self.session_log.open_request(
+                request.session_id, request.request_id
+            )
             await writer.error(
                 code, message, retryable=retryable, emitted_at=outcome.timings.finished_at
             )

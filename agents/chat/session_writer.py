@@ -9,7 +9,7 @@ request's offset may be committed only once its end is durable.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -70,6 +70,8 @@ class SessionWriter:
     _seq: int = 0
     _pending: list[asyncio.Future[object]] = field(default_factory=list)
     _prune_at: int = PRUNE_AT
+    # What the first event waits for (the shared layout's index write, session_log.py).
+    opening: Awaitable[object] | None = None
     # Events handed to the producer and not yet acknowledged (adaptive coalescing's signal).
     unacked: int = 0
     # The error event once built: a retried write of the same error sends this event (same seq)
@@ -91,6 +93,10 @@ class SessionWriter:
         return self.place.topic
 
     async def _send(self, event: BaseModel, *, again: bool = False) -> None:
+        if self.opening is not None:
+            # Raises if the index write failed: the event is not written, the write is retried.
+            await self.opening
+            self.opening = None
         future = await send(
             self.producer, self.place.topic, self.request.session_id, event,
             partition=self.place.partition,

@@ -30,7 +30,9 @@ class WorkerStandIn:
         self.producer = producer
 
     async def open(self, session_id: str, request_id: str) -> None:
-        await self.log.open_request(session_id, request_id)
+        opening = await self.log.open_request(session_id, request_id)
+        if opening is not None:
+            await opening  # as the worker's writer does before the request's first event
 
     async def write(self, session_id: str, events: list[BaseModel]) -> list[int]:
         place = self.log.place(session_id)
