@@ -205,7 +205,8 @@ class SharedSessionLog(SessionLog):
             self.settings.sessions_index_topic, orjson.dumps(start.model_dump(mode="json")),
             key=f"{request_id}@{start.offset}".encode(), partition=tp.partition,
         )  # fmt: skip
-        self.index.add(start)
+        # Not kept in this process's table: a re-delivered request's lookup reads the index
+        # up to its end anyway, and a worker's table would only grow with every request.
         return sent
 
     def written(self, tp: TopicPartition, offset: int) -> None:
