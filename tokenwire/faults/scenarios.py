@@ -25,6 +25,7 @@ from tokenwire.faults.stack import EDGES, WORKERS, FaultStack
 from tokenwire.kafka_clients import new_admin
 from tokenwire.replay.verify import VerifyReport, verify_log
 from tokenwire.services import kafka
+from tokenwire.session_log import place_of
 from tokenwire.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -93,16 +94,19 @@ SCENARIOS: dict[str, Fault] = {
 
 
 async def session_leader(ctx: Context) -> int:
-    """The broker leading the most session topics of the chats now streaming."""
-    topics = [ctx.stack.settings.session_topic(s) for s in ctx.outcome.session_ids]
+    """The broker leading the most session partitions of the chats now streaming (either
+    session layout: tokenwire/session_log.py)."""
+    places = {place_of(ctx.stack.settings, s) for s in ctx.outcome.session_ids}
     admin = new_admin(ctx.stack.settings.kafka_connection, client_id=f"{ctx.stack.tag}-leaders")
     await admin.start()
     try:
-        described = await admin.describe_topics(topics)
+        described = await admin.describe_topics(sorted({p.topic for p in places}))
     finally:
         await admin.close()
+    wanted = {(p.topic, p.partition) for p in places}
     leaders = Counter(
-        p["leader"] for t in described for p in t["partitions"] if p["leader"] is not None
+        p["leader"] for t in described for p in t["partitions"]
+        if (t["topic"], p["partition"]) in wanted and p["leader"] is not None
     )
     return leaders.most_common(1)[0][0]
 

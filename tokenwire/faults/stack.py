@@ -38,6 +38,8 @@ def fault_settings(cluster: Settings, tag: str) -> Settings:
         "dead_letter_topic": f"{tag}.dlq",
         "control_topic": f"{tag}.control",
         "session_topic_prefix": f"{tag}.session.",
+        "sessions_topic": f"{tag}.sessions",
+        "sessions_index_topic": f"{tag}.sessions.index",
         "worker_id": f"{tag}-worker",
         "sim_port": sim_port,
         "openai_base_url": f"http://127.0.0.1:{sim_port}/v1",
