@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from api.consumer_supervision import Supervision
 from api.event_ids import epoch_of
 from api.metrics import EdgeMetrics
 from api.session_entries import decode_entry
@@ -73,15 +74,7 @@ LEARN_LEADERS_TIMEOUT_S = 1.0
 # A topic not there yet is looked for often; an assigned one is checked for deletion less often.
 PENDING_RECHECK_S = 0.5
 ASSIGNED_RECHECK_S = 2.0
-ERROR_BACKOFF_S = 0.5
 LOOKUP_IDLE_S = 1.0
-# Supervision: replace the consumer after this many failed steps in a row; wait
-# RESTART_BACKOFF_S * 2**n (at most RESTART_BACKOFF_MAX_S) before the n-th replacement in a row;
-# a consumer that stayed up STABLE_S resets n.
-RESTART_AFTER_FAILURES = 3
-RESTART_BACKOFF_S = 0.1
-RESTART_BACKOFF_MAX_S = 5.0
-STABLE_S = 30.0
 CLOSE_TIMEOUT_S = 5.0
 
 
@@ -118,9 +111,7 @@ class SessionHub:
         # One broker lookup per topic at a time, however many streams ask (bounded by them).
         self._end_lookups: dict[str, asyncio.Task[Generation]] = {}
         self._closed = False
-        self._failures = 0
-        self._restarts_in_a_row = 0
-        self._up_since = 0.0
+        self._supervision = Supervision("session hub")
         self.consumers_created = 0
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -159,7 +150,7 @@ class SessionHub:
             await _close_consumer(consumer)
             raise
         self._consumer = consumer
-        self._up_since = time.monotonic()
+        self._supervision.started()
 
     def drain(self) -> None:
         """End every stream now and refuse new ones (server shutdown); clients reconnect with
@@ -322,46 +313,10 @@ class SessionHub:
 
     # --- the loop -----------------------------------------------------------------------
     async def _run(self) -> None:
-        while True:
-            try:
-                broken = self._consumer_broken()
-                if broken is not None:
-                    await self._replace_consumer(broken)
-                await self._step()
-                self._failures = 0
-                if self._restarts_in_a_row and time.monotonic() - self._up_since >= STABLE_S:
-                    self._restarts_in_a_row = 0
-            except asyncio.CancelledError as exc:
-                task = asyncio.current_task()
-                if task is None or task.cancelling():
-                    raise
-                # A library's own cancelled task leaking out (see stop_consumer): not a stop.
-                self._failures += 1
-                log.warning("session hub step cancelled from inside error=%r", exc)
-            except Exception as exc:  # the loop must outlive any Kafka failure
-                self._failures += 1
-                log.warning(
-                    "session hub step failed failures=%d error=%r", self._failures, exc
-                )
-                if self._failures < RESTART_AFTER_FAILURES:
-                    await asyncio.sleep(ERROR_BACKOFF_S)
+        await self._supervision.run(self._step, self._replace_consumer, lambda: self._consumer)
 
     def _consumer_broken(self) -> str | None:
-        """Why the consumer cannot feed streams any more, or None while it can."""
-        consumer = self._consumer
-        if consumer is None:
-            return "no consumer"
-        if self._failures >= RESTART_AFTER_FAILURES:
-            return f"{self._failures} steps failed in a row"
-        if consumer._closed:
-            return "consumer closed"
-        # aiokafka's fetcher task dying (an unexpected error, e.g. a request it cannot encode)
-        # leaves getmany() answering "no records" forever: only the task itself tells.
-        fetch_task: asyncio.Future[None] = consumer._fetcher.error_future
-        if fetch_task.done():
-            error = None if fetch_task.cancelled() else fetch_task.exception()
-            return f"fetcher stopped error={error!r}"
-        return None
+        return self._supervision.broken(self._consumer)
 
     async def _replace_consumer(self, why: str) -> None:
         old, self._consumer = self._consumer, None
@@ -369,9 +324,7 @@ class SessionHub:
         self._assigned, self._paused = set(), set()
         for feed in self._feeds.values():
             feed.needs_seek = True
-        self._failures = 0
-        delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2**self._restarts_in_a_row)
-        self._restarts_in_a_row += 1
+        delay = self._supervision.next_restart_delay()
         self._metrics.hub_consumer_restarts.inc()
         log.warning(
             "replacing the session hub consumer why=%s in_s=%.2f sessions=%d",

@@ -40,6 +40,7 @@ from operator import attrgetter
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from api.consumer_supervision import Supervision
 from api.event_ids import epoch_of
 from api.metrics import EdgeMetrics
 from api.session_entries import decode_entry
@@ -54,7 +55,6 @@ from api.session_feed import (
 from api.session_hub import (
     ASSIGNED_RECHECK_S,
     CLOSE_TIMEOUT_S,
-    ERROR_BACKOFF_S,
     LEARN_LEADERS_TIMEOUT_S,
     LOOKUP_IDLE_S,
     MAX_OFFSET,
@@ -62,10 +62,6 @@ from api.session_hub import (
     METADATA_TIMEOUT_S,
     PENDING_RECHECK_S,
     POLL_MS,
-    RESTART_AFTER_FAILURES,
-    RESTART_BACKOFF_MAX_S,
-    RESTART_BACKOFF_S,
-    STABLE_S,
     Generation,
 )
 from api.terminal_index import TerminalIndex
@@ -179,9 +175,7 @@ class SharedSessionHub:
         self._terminals = TerminalIndex(settings.sse_terminal_index_size)
         self._backfill_slots = asyncio.Semaphore(BACKFILL_SLOTS)
         self._closed = False
-        self._failures = 0
-        self._restarts_in_a_row = 0
-        self._up_since = 0.0
+        self._supervision = Supervision("shared session hub")
         self.consumers_created = 0
         self.backfills_run = 0
         self.recent_fills = 0
@@ -224,7 +218,7 @@ class SharedSessionHub:
             await stop_consumer(consumer, timeout_s=CLOSE_TIMEOUT_S)
             raise
         self._consumer = consumer
-        self._up_since = time.monotonic()
+        self._supervision.started()
 
     def drain(self) -> None:
         self._closed = True
@@ -426,49 +420,15 @@ class SharedSessionHub:
 
     # --- the loop -----------------------------------------------------------------------
     async def _run(self) -> None:
-        while True:
-            try:
-                broken = self._consumer_broken()
-                if broken is not None:
-                    await self._replace_consumer(broken)
-                await self._step()
-                self._failures = 0
-                if self._restarts_in_a_row and time.monotonic() - self._up_since >= STABLE_S:
-                    self._restarts_in_a_row = 0
-            except asyncio.CancelledError as exc:
-                task = asyncio.current_task()
-                if task is None or task.cancelling():
-                    raise
-                self._failures += 1
-                log.warning("shared session hub step cancelled from inside error=%r", exc)
-            except Exception as exc:  # the loop must outlive any Kafka failure
-                self._failures += 1
-                log.warning(
-                    "shared session hub step failed failures=%d error=%r", self._failures, exc
-                )
-                if self._failures < RESTART_AFTER_FAILURES:
-                    await asyncio.sleep(ERROR_BACKOFF_S)
+        await self._supervision.run(self._step, self._replace_consumer, lambda: self._consumer)
 
     def _consumer_broken(self) -> str | None:
-        consumer = self._consumer
-        if consumer is None:
-            return "no consumer"
-        if self._failures >= RESTART_AFTER_FAILURES:
-            return f"{self._failures} steps failed in a row"
-        if consumer._closed:
-            return "consumer closed"
-        fetch_task: asyncio.Future[None] = consumer._fetcher.error_future
-        if fetch_task.done():
-            error = None if fetch_task.cancelled() else fetch_task.exception()
-            return f"fetcher stopped error={error!r}"
-        return None
+        return self._supervision.broken(self._consumer)
 
     async def _replace_consumer(self, why: str) -> None:
         old, self._consumer = self._consumer, None
         self._assigned = set()
-        delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2**self._restarts_in_a_row)
-        self._restarts_in_a_row += 1
-        self._failures = 0
+        delay = self._supervision.next_restart_delay()
         self._metrics.hub_consumer_restarts.inc()
         log.warning("replacing the shared session hub consumer why=%s in_s=%.2f", why, delay)
         if old is not None:
