@@ -101,6 +101,21 @@ def core_topics(settings: Settings) -> list[TopicSpec]:
     ]
 
 
+def topic_names(prefix: str) -> dict[str, str]:
+    """Every topic name of one deployment under ``prefix``, as Settings fields: a benchmark or
+    fault run's processes read and write only their own topics (session topics included)."""
+    return {
+        "requests_topic": f"{prefix}.requests",
+        "events_topic": f"{prefix}.events",
+        "alerts_topic": f"{prefix}.alerts",
+        "dead_letter_topic": f"{prefix}.dlq",
+        "control_topic": f"{prefix}.control",
+        "session_topic_prefix": f"{prefix}.session.",
+        "sessions_topic": f"{prefix}.sessions",
+        "sessions_index_topic": f"{prefix}.sessions.index",
+    }
+
+
 def shared_session_topics(settings: Settings) -> list[TopicSpec]:
     """The shared layout's two topics (tokenwire/session_log.py), partition for partition with
     chat.requests: a session's events are written by the worker owning its requests."""

@@ -67,7 +67,7 @@ from tokenwire.event_loop import use_fast_event_loop
 from tokenwire.kafka_clients import new_admin
 from tokenwire.settings import Settings, get_settings
 from tokenwire.simulator import expected_tokens
-from tokenwire.topics import ensure_core_topics
+from tokenwire.topics import ensure_core_topics, topic_names
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +104,8 @@ def scale_settings(base: Settings, tag: str, config: ScaleConfig) -> Settings:
     mode (the callers' development JWTs) and quotas no run reaches."""
     sim_port = free_port()
     return base.model_copy(update={
-        "requests_topic": f"{tag}.requests",
+        **topic_names(tag),
         "requests_partitions": config.partitions or base.requests_partitions,
-        "events_topic": f"{tag}.events",
-        "alerts_topic": f"{tag}.alerts",
-        "dead_letter_topic": f"{tag}.dlq",
-        "control_topic": f"{tag}.control",
-        "session_topic_prefix": f"{tag}.session.",
-        "sessions_topic": f"{tag}.sessions",
-        "sessions_index_topic": f"{tag}.sessions.index",
         "session_layout": config.layout,
         "worker_id": f"{tag}-worker",
         "worker_web_port": free_port(),

@@ -31,6 +31,7 @@ from tokenwire.topics import (
     create_topics,
     ensure_core_topics,
     session_topic_spec,
+    topic_names,
 )
 
 log = logging.getLogger(__name__)
@@ -101,16 +102,9 @@ def deployment_settings(common: Settings, tag: str, deployment: Deployment) -> S
     prefix = f"{tag}.{deployment.name}"
     return common.model_copy(update={
         "session_layout": deployment.layout,
-        "requests_topic": f"{prefix}.requests",
-        "events_topic": f"{prefix}.events",
-        "alerts_topic": f"{prefix}.alerts",
-        "dead_letter_topic": f"{prefix}.dlq",
-        "control_topic": f"{prefix}.control",
-        # Under the tag: the janitor of a topic-layout worker lists only this run's sessions,
-        # and clean-up finds them by prefix.
-        "session_topic_prefix": f"{prefix}.session.",
-        "sessions_topic": f"{prefix}.sessions",
-        "sessions_index_topic": f"{prefix}.sessions.index",
+        # Under the tag, session topics too: the janitor of a topic-layout worker lists only
+        # this run's sessions, and clean-up finds them by prefix.
+        **topic_names(prefix),
         # The Faust app id, hence the consumer group: every worker of a deployment shares it
         # (they are told apart by their web ports), no two deployments do.
         "worker_id": f"{tag}-{deployment.name}-worker",

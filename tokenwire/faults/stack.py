@@ -20,7 +20,7 @@ from tokenwire.bench.processes import Child, child_env, free_port, spawn, wait_h
 from tokenwire.bench.stack import BENCH_QUOTA
 from tokenwire.kafka_clients import new_admin
 from tokenwire.settings import Settings
-from tokenwire.topics import ensure_core_topics
+from tokenwire.topics import ensure_core_topics, topic_names
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,7 @@ EDGES = ("edge-1", "edge-2")
 def fault_settings(cluster: Settings, tag: str) -> Settings:
     sim_port = free_port()
     return cluster.model_copy(update={
-        "requests_topic": f"{tag}.requests",
-        "events_topic": f"{tag}.events",
-        "alerts_topic": f"{tag}.alerts",
-        "dead_letter_topic": f"{tag}.dlq",
-        "control_topic": f"{tag}.control",
-        "session_topic_prefix": f"{tag}.session.",
-        "sessions_topic": f"{tag}.sessions",
-        "sessions_index_topic": f"{tag}.sessions.index",
+        **topic_names(tag),
         "worker_id": f"{tag}-worker",
         "sim_port": sim_port,
         "openai_base_url": f"http://127.0.0.1:{sim_port}/v1",
