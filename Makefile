@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install services-up services-down services-status run test faults lint schemas browser clean
+.PHONY: install node-deps services-up services-down services-status run test faults lint schemas browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +12,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+## npm packages, pinned by their lockfiles: the chat page's Markdown renderer and sanitizer
+## (served by the edge), and the real client packages the Node tests drive (ai, openai).
+NODE_STAMPS := api/static/node_modules/.installed-stamp tests/js/node_modules/.installed-stamp
+%/node_modules/.installed-stamp: %/package-lock.json %/package.json
+	cd $* && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+node-deps: $(NODE_STAMPS)
+
+install: $(STAMP) node-deps
 
 services-up: install
 	$(BIN)/tokenwire services up

@@ -19,6 +19,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
+from api import client_assets
+from api.adapters import openai_chat, ui_chat
 from api.auth.development import page_for_this_visit
 from api.cancel import post_cancel
 from api.errors import EXCEPTION_HANDLERS
@@ -68,6 +70,9 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint(runtime.metrics), methods=["GET"]),
+        *ui_chat.ROUTES,
+        *openai_chat.ROUTES,
+        *client_assets.ROUTES,
     ]
     app = Starlette(
         routes=routes,
@@ -90,7 +95,10 @@ def _middleware(settings: Settings) -> list[Middleware]:
             allow_headers=[
                 "Authorization", "Content-Type", "Last-Event-ID", "X-Stream-Token", "X-API-Key",
             ],
-            expose_headers=["Retry-After"],
+            expose_headers=[
+                "Retry-After", "x-tokenwire-session-id", "x-tokenwire-request-id",
+                "x-vercel-ai-ui-message-stream",
+            ],
             max_age=600,
         )
     ]

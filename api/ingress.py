@@ -72,10 +72,29 @@ async def _accept(runtime: EdgeRuntime, request: Request) -> JSONResponse:
     identity = await authenticate(runtime, request)
     body = await read_json_object(request, max_bytes=MAX_BODY_BYTES)
     new_session = body.get("session_id") is None
-    chat = _validate(body, runtime, identity)
-    record = _serialised(chat)
+    chat = validate_chat(body, runtime, identity)
     if not new_session:
         authorise_session(runtime, request, chat.session_id, identity)
+    await admit_chat(runtime, identity, chat, new_session=new_session)
+    return JSONResponse(
+        {
+            "request_id": chat.request_id,
+            "session_id": chat.session_id,
+            "events_url": events_path(chat.session_id),
+            "stream_token": _stream_token(runtime, chat.session_id, identity, "read"),
+            "write_token": _stream_token(runtime, chat.session_id, identity, "write"),
+        },
+        status_code=202,
+    )
+
+
+async def admit_chat(
+    runtime: EdgeRuntime, identity: Identity, chat: ChatRequest, *, new_session: bool
+) -> None:
+    """Quotas, then publish: every way into tokenwire (``POST /v1/chat`` and the protocol
+    adapters in ``api/adapters``) goes through here, so one caller's limits hold on all of them.
+    The caller has validated ``chat`` (``validate_chat``) and authorised its session."""
+    record = _serialised(chat)
     # Checked and counted in one step, before the first await: requests in flight at the same
     # time cannot all pass the same quota. A request that is then not published is uncounted.
     runtime.quotas.check(identity, model=chat.model or "", new_session=new_session)
@@ -91,16 +110,6 @@ async def _accept(runtime: EdgeRuntime, request: Request) -> JSONResponse:
         "chat request accepted request_id=%s session=%s new_session=%s credential=%s",
         chat.request_id, chat.session_id, new_session, identity.credential,
     )
-    return JSONResponse(
-        {
-            "request_id": chat.request_id,
-            "session_id": chat.session_id,
-            "events_url": events_path(chat.session_id),
-            "stream_token": _stream_token(runtime, chat.session_id, identity, "read"),
-            "write_token": _stream_token(runtime, chat.session_id, identity, "write"),
-        },
-        status_code=202,
-    )
 
 
 def _stream_token(
@@ -112,7 +121,11 @@ def _stream_token(
     )
 
 
-def _validate(body: dict[str, Any], runtime: EdgeRuntime, identity: Identity) -> ChatRequest:
+def validate_chat(
+    body: dict[str, Any], runtime: EdgeRuntime, identity: Identity
+) -> ChatRequest:
+    """``body`` (tokenwire's request fields) as the ``ChatRequest`` to publish, or a 4xx
+    ``ApiError``; a new session id and the request id are made here."""
     _refuse_unknown_fields(body)
     data = {key: value for key, value in body.items() if key not in SERVER_FIELDS}
     claimed = data.get("user_id")

@@ -85,7 +85,7 @@ class StartPlan:
 
 
 
-class _StreamControl:
+class StreamControl:
     """Ends one stream's subscription from outside its generator (client disconnect).
 
     The subscription is made lazily by the generator, so a disconnect can come first: it is
@@ -107,7 +107,7 @@ class _StreamControl:
             self.subscription.close(CLOSED_DISCONNECTED)
 
 
-class _SlotHoldingResponse(LeanEventSourceResponse):
+class SlotHoldingResponse(LeanEventSourceResponse):
     """Holds the stream's connection slot while it is served, and frees it on every path
     (a HEAD or a failed first send never runs the body iterator's own cleanup)."""
 
@@ -140,20 +140,20 @@ async def session_events(request: Request) -> Response:
     except StreamTokenError as exc:
         raise token_error(exc) from exc
     # Taken before any Kafka lookup, so lookups in flight are bounded by the caps too.
-    slot = _take_slot(runtime, claims.user_id)
+    slot = take_slot(runtime, claims.user_id)
     try:
-        plan = await _plan_start(runtime, params)
+        plan = await plan_start(runtime, params)
         if await _already_finished(runtime, params, plan):
             slot.release()
             return Response(status_code=204)
     except BaseException:
         slot.release()
         raise
-    control = _StreamControl()
+    control = StreamControl()
     # The stream ends when its token does: a leaked or outlived token reads nothing more, and
     # EventSource's reconnect then needs a fresh one.
     ends_at = claims.expires_at + TOKEN_LEEWAY_S
-    return _SlotHoldingResponse(
+    return SlotHoldingResponse(
         _stream(runtime, params, plan, control, ends_at),
         slot=slot,
         on_disconnect=control.disconnected,
@@ -161,7 +161,7 @@ async def session_events(request: Request) -> Response:
     )
 
 
-def _take_slot(runtime: EdgeRuntime, user_id: str) -> ConnectionSlot:
+def take_slot(runtime: EdgeRuntime, user_id: str) -> ConnectionSlot:
     taken = runtime.connections.acquire(user_id)
     if isinstance(taken, ConnectionSlot):
         return taken
@@ -179,7 +179,7 @@ def _take_slot(runtime: EdgeRuntime, user_id: str) -> ConnectionSlot:
     )
 
 
-async def _plan_start(runtime: EdgeRuntime, params: StreamParams) -> StartPlan:
+async def plan_start(runtime: EdgeRuntime, params: StreamParams) -> StartPlan:
     """Resolve the client's position against the topic's current generation.
 
     A position of another generation (or of a topic that is gone) starts at the beginning; one
@@ -280,7 +280,7 @@ def _until_done_at(batch: list[Entry], request_id: str | None) -> int | None:
 
 
 async def _stream(
-    runtime: EdgeRuntime, params: StreamParams, plan: StartPlan, control: _StreamControl,
+    runtime: EdgeRuntime, params: StreamParams, plan: StartPlan, control: StreamControl,
     ends_at: float,
 ) -> AsyncIterator[ServerSentEvent | bytes]:
     # Subscribed here, not in the handler: a response that never streams (HEAD) holds nothing.
