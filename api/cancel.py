@@ -36,6 +36,7 @@ from aiokafka.errors import KafkaError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from api.auth.authenticator import Identity
 from api.errors import ApiError
 from api.runtime import EdgeRuntime
 from api.session_access import authenticate, authorise_session
@@ -73,6 +74,14 @@ async def _cancel(runtime: EdgeRuntime, request: Request) -> tuple[JSONResponse,
     identity = await authenticate(runtime, request)
     session_id, request_id = _path_params(request)
     authorise_session(runtime, request, session_id, identity)
+    return await publish_cancel(runtime, identity, session_id, request_id)
+
+
+async def publish_cancel(
+    runtime: EdgeRuntime, identity: Identity, session_id: str, request_id: str
+) -> tuple[JSONResponse, str]:
+    """Cancel ``request_id`` of ``session_id`` for a caller already authorised on the session
+    (the protocol adapters' stop uses it too): the answer and its metrics outcome."""
     finished = runtime.finished.get(request_id, session_id)
     if finished is not None:
         return _already_finished(request_id, session_id, finished.finish_reason), "finished"

@@ -332,5 +332,11 @@ class UsageLedger:
             tokens_free_in_s=max(0.0, oldest_tokens + MINUTE_S - at),
         )
 
+    def knows_request(self, user: str, request_id: str) -> bool:
+        """Whether ``user``'s ``request_id`` was admitted (by any edge) and is in flight or less
+        than a minute old: it exists even before its session has an event."""
+        usage = self._users.get(user)
+        return usage is not None and (request_id in usage.in_flight or request_id in usage.requests)
+
     def tracked_identities(self) -> int:
         return len(self._users)

@@ -100,6 +100,39 @@ async def request_events(
             return
 
 
+async def request_batches(
+    sub: Subscription, request_id: str, *, ping_s: float, limit: int
+) -> AsyncIterator[list[Delivered] | None]:
+    """``request_events`` in batches: each holds the events that were ready together (at most
+    ``limit`` entries read), so a caller can tell a backlog read at once (a resume) from events
+    that come live. Ends after the request's done/error or when ``sub`` closes; ``None`` every
+    ``ping_s`` without an event."""
+    while True:
+        try:
+            async with asyncio.timeout(ping_s):
+                entry = await sub.next()
+        except TimeoutError:
+            yield None
+            continue
+        if entry is None:
+            return
+        batch: list[Delivered] = []
+        ended = False
+        for item in (entry, *sub.ready(limit - 1)):
+            if item.request_id != request_id:
+                continue
+            found = delivered(item)
+            if found is not None:
+                batch.append(found)
+            if item.type in TERMINAL_TYPES:
+                ended = True
+                break
+        if batch:
+            yield batch
+        if ended:
+            return
+
+
 async def latest_request(
     runtime: EdgeRuntime, session_id: str, *, timeout_s: float = SCAN_TIMEOUT_S
 ) -> LatestRequest | None:
