@@ -1,4 +1,8 @@
-"""The worker's Prometheus metrics. Labels are bounded: never a session, user or request id."""
+"""The worker's Prometheus metrics. Labels are bounded: never a session, user or request id.
+
+The latency histograms are observed through tokenwire.exemplars.observe: each carries the trace
+id of the request it saw as an OpenMetrics exemplar when tracing is on.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import faust
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# A whole answer: seconds to minutes.
+DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 
 
 @dataclass
@@ -68,6 +74,13 @@ class WorkerMetrics:
             "tokenwire_worker_token_emit_seconds",
             "Chunk received to token event queued.",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "tokenwire_worker_request_duration_seconds",
+            "Accepted to the terminal event written, by outcome: completed, failed.",
+            ["outcome"],
+            buckets=DURATION_BUCKETS,
             registry=r,
         )
         self.cancel_latency = Histogram(

@@ -1,19 +1,20 @@
-"""The worker's HTTP face: /metrics for Prometheus, /healthz and /readyz for orchestrators."""
+"""The worker's HTTP face: /metrics for Prometheus (OpenMetrics, with exemplars, when asked),
+/healthz and /readyz for orchestrators."""
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agents.chat.runtime import ChatRuntime
+from tokenwire.exemplars import metrics_response
 
 
 def create_worker_web(runtime: ChatRuntime) -> Starlette:
-    async def metrics(_: Request) -> Response:
-        return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        return metrics_response(runtime.metrics.registry, request)
 
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})

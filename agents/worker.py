@@ -15,7 +15,9 @@ from agents.chat.agent import register_chat_agent
 from agents.chat.runtime import ChatRuntime
 from agents.metrics import WorkerMetrics, update_consumer_lag
 from agents.web import create_worker_web
+from tokenwire import tracing
 from tokenwire.kafka_clients import new_admin
+from tokenwire.log_format import faust_logging_config
 from tokenwire.settings import Settings
 from tokenwire.topics import UNREPLICATED, Replication, cluster_replication
 
@@ -55,8 +57,14 @@ def run_worker(settings: Settings) -> int:
     # publish -> agent p50 626 -> 249 ms.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     settings.require_safe("worker")
+    tracing.configure_tracing(tracing.WORKER_SERVICE)
     app, _ = build_worker_app(settings, asyncio.run(_replication(settings)))
-    worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
+    worker = faust.Worker(
+        app, loglevel=settings.log_level, redirect_stdouts=False,
+        # JSON: Faust's root handler writes JSON too, and no spinner/banner text is printed.
+        logging_config=faust_logging_config(settings.log_level, settings.log_format),
+        quiet=settings.log_format == "json",
+    )
     log.info("worker event loop=%s", type(worker.loop).__module__)
     worker.execute_from_commandline()
     return 0

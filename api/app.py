@@ -23,6 +23,7 @@ from api import client_assets
 from api.adapters import openai_chat, ui_chat
 from api.auth.development import page_for_this_visit
 from api.cancel import post_cancel
+from api.edge_tracing import IngressTracing
 from api.errors import EXCEPTION_HANDLERS
 from api.health import healthz, readyz
 from api.ingress import post_chat
@@ -30,6 +31,7 @@ from api.metrics import metrics_endpoint
 from api.openapi import openapi_document
 from api.runtime import EdgeRuntime
 from api.session_stream import session_events
+from tokenwire import tracing
 from tokenwire.settings import Settings
 
 PAGE = Path(__file__).parent / "static" / "index.html"
@@ -85,8 +87,10 @@ def create_app(settings: Settings) -> Starlette:
 
 
 def _middleware(settings: Settings) -> list[Middleware]:
+    # Tracing innermost: CORS preflights answered by CORSMiddleware are no ingress.
+    traced = [Middleware(IngressTracing)] if tracing.is_enabled() else []
     if not settings.cors_origins:
-        return []
+        return traced
     return [
         Middleware(
             CORSMiddleware,
@@ -100,5 +104,6 @@ def _middleware(settings: Settings) -> list[Middleware]:
                 "x-vercel-ai-ui-message-stream",
             ],
             max_age=600,
-        )
+        ),
+        *traced,
     ]

@@ -33,6 +33,7 @@ import re
 from typing import Any
 
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import SpanKind
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -42,6 +43,7 @@ from api.runtime import EdgeRuntime
 from api.session_access import authenticate, authorise_session
 from schemas.common import SESSION_ID_PATTERN
 from schemas.control import CancelRequest
+from tokenwire import tracing
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +132,37 @@ def _already_finished(request_id: str, session_id: str, finish_reason: str) -> J
 async def _publish(runtime: EdgeRuntime, cancel: CancelRequest) -> None:
     try:
         async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-            await runtime.producer.send_and_wait(
-                runtime.settings.control_topic,
-                value=cancel.model_dump_json().encode(),
-                key=cancel.session_id.encode(),
-            )
+            if tracing.is_enabled():
+                await _send_traced(runtime, cancel)
+            else:
+                await _send(runtime, cancel, None)
     except (KafkaError, TimeoutError) as exc:
         log.warning(
             "cancel not published request_id=%r session=%s error=%r",
             cancel.request_id, cancel.session_id, exc,
         )
         raise ApiError(503, "unavailable", "the cancel could not be queued; retry") from exc
+
+
+async def _send(
+    runtime: EdgeRuntime, cancel: CancelRequest, headers: list[tuple[str, bytes]] | None
+) -> None:
+    await runtime.producer.send_and_wait(
+        runtime.settings.control_topic, value=cancel.model_dump_json().encode(),
+        key=cancel.session_id.encode(), headers=headers,
+    )  # fmt: skip
+
+
+async def _send_traced(runtime: EdgeRuntime, cancel: CancelRequest) -> None:
+    """``chat.cancel`` (a caller's ``traceparent`` continued); the worker's span of applying
+    the cancel links to it through the record's headers."""
+    attributes = {
+        "tokenwire.request_id": cancel.request_id, "tokenwire.session_id": cancel.session_id,
+        "messaging.system": "kafka", "messaging.destination.name": runtime.settings.control_topic,
+    }
+    with tracing.tracer().start_as_current_span(
+        tracing.CANCEL, kind=SpanKind.PRODUCER, attributes=attributes
+    ):
+        headers: list[tuple[str, bytes]] = []
+        tracing.inject(headers)
+        await _send(runtime, cancel, headers)

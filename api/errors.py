@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping
@@ -16,6 +17,16 @@ from tokenwire.errors import AuthError, StreamTokenError
 log = logging.getLogger(__name__)
 
 WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="tokenwire"'}
+
+
+class ErrorJSONResponse(JSONResponse):
+    """An error body as JSON, even one that echoes a lone surrogate from a hostile body (JSON's
+    ``"\\ud800"``, say in an unknown field's name): it goes out as that escape again, where
+    plain UTF-8 would fail the response (a 500 instead of the 4xx)."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode("utf-8", errors="backslashreplace")
 
 
 class ApiError(Exception):
@@ -54,7 +65,7 @@ def error_response(
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
-    return JSONResponse({"error": body}, status_code=status, headers=dict(headers or {}))
+    return ErrorJSONResponse({"error": body}, status_code=status, headers=dict(headers or {}))
 
 
 def token_error(exc: StreamTokenError) -> ApiError:

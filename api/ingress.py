@@ -20,6 +20,7 @@ import uuid
 from typing import Any, Literal
 
 from aiokafka.errors import KafkaError
+from opentelemetry import trace
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 from starlette.requests import Request
@@ -33,6 +34,7 @@ from api.session_access import authenticate, authorise_session
 from api.stream_tokens import issue_token
 from api.usage_ledger import admission_headers
 from schemas.requests import ChatRequest
+from tokenwire import tracing
 from tokenwire.errors import TopicError
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,8 @@ async def admit_chat(
     adapters in ``api/adapters``) goes through here, so one caller's limits hold on all of them.
     The caller has validated ``chat`` (``validate_chat``) and authorised its session."""
     record = _serialised(chat)
+    if tracing.is_enabled():
+        _name_in_span(chat)
     # Checked and counted in one step, before the first await: requests in flight at the same
     # time cannot all pass the same quota. A request that is then not published is uncounted.
     runtime.quotas.check(identity, model=chat.model or "", new_session=new_session)
@@ -183,20 +187,47 @@ async def _publish(
     runtime: EdgeRuntime, chat: ChatRequest, record: bytes, *, new_session: bool
 ) -> None:
     settings = runtime.settings
+    headers = admission_headers(
+        chat.user_id, chat.request_id or "", chat.session_id, new_session=new_session
+    )
     try:
         # Made readable before publishing so that a reader can attach the moment it has the token.
         await runtime.open_session(chat.session_id)
-        await runtime.producer.send_and_wait(
-            settings.requests_topic,
-            value=record,
-            key=chat.session_id.encode(),
-            headers=admission_headers(
-                chat.user_id, chat.request_id or "", chat.session_id, new_session=new_session
-            ),
-        )
+        if tracing.is_enabled():
+            await _send_traced(runtime, chat, record, headers)
+        else:
+            await runtime.producer.send_and_wait(
+                settings.requests_topic, value=record, key=chat.session_id.encode(),
+                headers=headers,
+            )  # fmt: skip
     except (TopicError, KafkaError) as exc:
         log.warning(
             "chat request not published request_id=%s session=%s error=%r",
             chat.request_id, chat.session_id, exc,
         )
         raise ApiError(503, "unavailable", "the request could not be queued; retry") from exc
+
+
+def _name_in_span(chat: ChatRequest) -> None:
+    """The ingress span (api/edge_tracing.py) learns which request it carried."""
+    span = trace.get_current_span()
+    span.set_attribute("tokenwire.request_id", chat.request_id or "")
+    span.set_attribute("tokenwire.session_id", chat.session_id)
+
+
+async def _send_traced(
+    runtime: EdgeRuntime, chat: ChatRequest, record: bytes, headers: list[tuple[str, bytes]]
+) -> None:
+    """The publish as a span whose context the record carries (``traceparent``): the worker's
+    spans of this request are its children."""
+    topic = runtime.settings.requests_topic
+    attributes = {"messaging.system": "kafka", "messaging.destination.name": topic}
+    with tracing.tracer().start_as_current_span(
+        tracing.PUBLISH, kind=trace.SpanKind.PRODUCER, attributes=attributes
+    ) as span:
+        tracing.inject(headers)
+        metadata = await runtime.producer.send_and_wait(
+            topic, value=record, key=chat.session_id.encode(), headers=headers
+        )
+        span.set_attribute("messaging.destination.partition.id", str(metadata.partition))
+        span.set_attribute("messaging.kafka.offset", metadata.offset)

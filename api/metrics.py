@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -18,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.connection_limits import REFUSALS
+from tokenwire.exemplars import metrics_response
 
 # Outcomes of POST /v1/chat; the label takes no other value.
 OUTCOMES = (
@@ -110,7 +110,8 @@ class EdgeMetrics:
 
 
 def metrics_endpoint(metrics: EdgeMetrics) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(_: Request) -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    async def endpoint(request: Request) -> Response:
+        # OpenMetrics for a scraper that asks (Prometheus), the classic text format otherwise.
+        return metrics_response(metrics.registry, request)
 
     return endpoint

@@ -6,6 +6,7 @@ SIGTERM is re-raised once the graceful shutdown is done, so the process ends by 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 
@@ -14,6 +15,8 @@ import uvicorn
 from api.access_log import mask_tokens_in_access_log
 from api.app import create_app
 from api.runtime import EdgeRuntime
+from tokenwire import tracing
+from tokenwire.log_format import uvicorn_log_config
 from tokenwire.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,16 +39,20 @@ class EdgeServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._runtime.hub.drain()
         await super().shutdown(sockets=sockets)
+        # Now, not at exit: uvicorn re-raises SIGTERM after this, and atexit never runs then.
+        await asyncio.to_thread(tracing.shutdown)
 
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> int:
     mask_tokens_in_access_log()
+    tracing.configure_tracing(tracing.EDGE_SERVICE)
     app = create_app(settings)
     config = uvicorn.Config(
         app,
         host=host if host is not None else settings.edge_host,
         port=port if port is not None else settings.edge_port,
         log_level=settings.log_level.lower(),
+        log_config=uvicorn_log_config(settings.log_format),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         lifespan="on",
     )

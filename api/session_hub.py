@@ -506,7 +506,10 @@ class SessionHub:
 
     @staticmethod
     def _entry(epoch: str, topic: str, record: ConsumerRecord) -> Entry | None:
-        return decode_entry(epoch, record.offset, record.value, where=f"topic={topic}")
+        return decode_entry(
+            epoch, record.offset, record.value, where=f"topic={topic}",
+            headers=record.headers, timestamp_ms=record.timestamp,
+        )  # fmt: skip
 
 
 async def _close_consumer(consumer: AIOKafkaConsumer) -> None:

@@ -37,6 +37,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from api.connection_limits import REFUSED_USER, ConnectionSlot
+from api.edge_tracing import record_deliveries
 from api.errors import ApiError, retry_after_header, token_error
 from api.event_ids import Position, parse_position
 from api.metrics import REFUSED_POSITION
@@ -47,6 +48,7 @@ from api.stream_tokens import LEEWAY_S as TOKEN_LEEWAY_S
 from api.stream_tokens import bearer_token, verify_token
 from schemas.common import SESSION_ID_PATTERN
 from schemas.session_events import TERMINAL_TYPES
+from tokenwire import tracing
 from tokenwire.errors import StreamTokenError
 
 log = logging.getLogger(__name__)
@@ -290,6 +292,7 @@ async def _stream(
     metrics.sse_connections.inc()
     ping_s = runtime.settings.sse_ping_s
     sent, reason = 0, "disconnected"
+    traced = tracing.is_enabled()
     try:
         yield ServerSentEvent(retry=runtime.settings.sse_retry_ms)
         while True:
@@ -311,6 +314,8 @@ async def _stream(
             if ends is not None:
                 batch = batch[: ends + 1]
             yield b"".join(e.sse for e in batch) if len(batch) > 1 else entry.sse
+            if traced:  # written to the client: the delivery spans end now
+                record_deliveries(batch, params.session_id)
             metrics.sse_events.inc(len(batch))
             sent += len(batch)
             if ends is not None:

@@ -296,7 +296,8 @@ class SharedSessionHub:
             return False
         where = f"session={feed.session_id}"
         entries = [e for r in records
-                   if (e := decode_entry(self._epoch, r.offset, r.value, where=where))]
+                   if (e := decode_entry(self._epoch, r.offset, r.value, where=where,
+                                         headers=r.headers, timestamp_ms=r.timestamp))]
         self._terminals.remember(feed.session_id, self._epoch, entries)
         self._append(feed, entries)  # before the position moves: appends go by it
         feed.next_offset = max(feed.next_offset, feed.join)
@@ -556,8 +557,9 @@ class SharedSessionHub:
             if feed is None:
                 continue
             entry = decode_entry(
-                self._epoch, record.offset, record.value, where=f"session={feed.session_id}"
-            )
+                self._epoch, record.offset, record.value, where=f"session={feed.session_id}",
+                headers=record.headers, timestamp_ms=record.timestamp,
+            )  # fmt: skip
             if entry is None:
                 continue
             self._terminals.remember(feed.session_id, self._epoch, (entry,))
@@ -650,7 +652,8 @@ class SharedSessionHub:
                     if record.key != key:
                         continue
                     entry = decode_entry(self._epoch, record.offset, record.value,
-                                         where=f"session={feed.session_id}")
+                                         where=f"session={feed.session_id}",
+                                         headers=record.headers, timestamp_ms=record.timestamp)
                     if entry is not None:
                         entries.append(entry)
                         if entry.type in TERMINAL_TYPES:

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.kafka_clusters",
     "tests.fixtures.pipeline",
+    "tests.fixtures.tracing",
 ]

@@ -7,15 +7,16 @@ pay for loading Faust, and a missing optional piece fails only the command that 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
 
 from tokenwire.bench.cli import add_arguments as add_bench_arguments
 from tokenwire.event_loop import use_fast_event_loop
 from tokenwire.faults.cli import add_arguments as add_fault_arguments
+from tokenwire.log_format import configure_logging
 from tokenwire.replay.cli import add_arguments as add_replay_arguments
 from tokenwire.settings import get_settings
+from tokenwire.trace_view import add_arguments as add_trace_arguments
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -118,6 +119,12 @@ def _bench(args: argparse.Namespace) -> int:
     return run_bench(args, get_settings())
 
 
+def _trace(args: argparse.Namespace) -> int:
+    from tokenwire.trace_view import run as run_trace
+
+    return run_trace(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokenwire", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,15 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     faults.set_defaults(handler=_faults)
     add_fault_arguments(faults)
+
+    trace = sub.add_parser("trace", help="one chat's trace as a text waterfall, from span files")
+    trace.set_defaults(handler=_trace)
+    add_trace_arguments(trace)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=get_settings().log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
     use_fast_event_loop()
     handler: Handler = args.handler
     return handler(args)

@@ -165,6 +165,13 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("TOKENWIRE_INFLUXD", "INFLUXD")
     )
     influx_port: int = 18086
+    # A minimal OpenTelemetry Collector (OTLP/HTTP in, JSON lines file out) built from its Go
+    # modules on first use (tokenwire/services/otelcol.py); OTELCOL names a binary to use instead.
+    otelcol_version: str = "v0.161.0"
+    otelcol: Path | None = Field(
+        default=None, validation_alias=AliasChoices("TOKENWIRE_OTELCOL", "OTELCOL")
+    )
+    otelcol_port: int = 14318
     service_start_timeout_s: float = Field(default=120.0, gt=0)
 
     # Security and replication of every Kafka client: a section (TOKENWIRE_KAFKA_<FIELD>).
@@ -176,6 +183,8 @@ class Settings(BaseSettings):
     mode: Mode = "production"
 
     log_level: str = "INFO"
+    # text for people; json: one object per line for log shippers (tokenwire/log_format.py).
+    log_format: Literal["text", "json"] = "text"
 
     @property
     def development(self) -> bool:

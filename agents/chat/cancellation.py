@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -33,6 +33,7 @@ from agents.chat.request_intake import Rejection
 from schemas.control import CancelRequest, parse_control_record
 from schemas.dead_letter import REASON_SCHEMA
 from schemas.requests import ChatRequest
+from tokenwire import tracing
 from tokenwire.kafka_clients import new_consumer, new_follower, stop_consumer, wake_fetch
 from tokenwire.settings import Settings
 
@@ -52,6 +53,8 @@ class CancelSignal:
         self._event = asyncio.Event()
         self._callbacks: list[Callable[[], object]] = []
         self.requested_at: float | None = None
+        # The cancel record's headers while tracing is on (its span links to the edge's).
+        self.trace_headers: Sequence[tuple[str, bytes]] | None = None
 
     @property
     def requested(self) -> bool:
@@ -100,10 +103,14 @@ class CancelRegistry:
     def unregister(self, request_id: str) -> None:
         self._live.pop(request_id, None)
 
-    def cancel(self, record: CancelRequest) -> bool:
+    def cancel(
+        self, record: CancelRequest, trace_headers: Sequence[tuple[str, bytes]] | None = None
+    ) -> bool:
         """Apply a cancel; True if it reached a request in this worker's hands."""
         live = self._live.get(record.request_id)
         if live is not None and live[0] == record.session_id:
+            if not live[1].requested:
+                live[1].trace_headers = trace_headers
             live[1].set(record.requested_at)
             return True
         self._early[record.request_id] = (record.session_id, record.requested_at)
@@ -186,7 +193,8 @@ class ControlFollower:
         except Exception as exc:  # hostile input: whatever it raises, it is this record's fault
             await self._reject(tp, record, f"{type(exc).__name__}: {exc}"[:2000])
             return
-        reached = self.registry.cancel(cancel)
+        headers = getattr(record, "headers", None) if tracing.is_enabled() else None
+        reached = self.registry.cancel(cancel, headers)
         log.info(
             "cancel received request_id=%s session_id=%s in_hand=%s lag_ms=%.0f",
             cancel.request_id, cancel.session_id, reached,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import openai
 
+from agents.chat import request_trace
 from agents.chat.cancellation import CancelSignal
 from agents.chat.coalescing import Coalescer
 from agents.chat.llm_stream import Chunk, stream_chunks
@@ -29,7 +30,9 @@ from agents.chat.stream_output import MessageAssembly, PendingOutput, lanes_of
 from agents.metrics import WorkerMetrics
 from schemas.lifecycle import FinalMessage
 from schemas.session_events import CANCELLED, Timings, Usage
+from tokenwire import tracing
 from tokenwire.errors import GenerationError
+from tokenwire.exemplars import observe
 from tokenwire.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -154,6 +157,12 @@ class Generation:
         return Outcome(False, attempt, retries, timings, error=error, usage=self._spent or Usage())
 
     async def _attempt(self) -> AttemptResult:
+        if tracing.is_enabled():
+            with request_trace.attempt_span(self.writer):
+                return await self._run_attempt()
+        return await self._run_attempt()
+
+    async def _run_attempt(self) -> AttemptResult:
         if self.cancel.requested:  # came while the attempt was being opened: nothing is sent
             return self._cancelled_before_output()
         queue: asyncio.Queue[Item] = asyncio.Queue(CHUNK_QUEUE_SIZE)
@@ -175,6 +184,8 @@ class Generation:
                 # The upstream stream is closed once the reader is done.
                 closed_after = time.time() - self.cancel.requested_at
                 self.metrics.cancel_latency.observe(max(0.0, closed_after))
+                if tracing.is_enabled():
+                    request_trace.cancel_applied(self.cancel, "generating")
 
     async def _read(self, queue: asyncio.Queue[Item]) -> None:
         model = self.writer.model
@@ -182,6 +193,8 @@ class Generation:
             # aclosing: a cancel that finds the reader at ``queue.put`` still closes the upstream
             # stream here, in this task, not later from the garbage collector.
             chunks = stream_chunks(self.client, self.writer.request, model)
+            if tracing.is_enabled():
+                chunks = request_trace.llm_call(chunks, model)
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
                     await queue.put(chunk)
@@ -280,7 +293,7 @@ class Generation:
         out = pending.drain()
         await self.writer.output(out)
         self.metrics.token_events.inc()
-        self.metrics.token_latency.observe(max(0.0, time.time() - out.received_at))
+        observe(self.metrics.token_latency, max(0.0, time.time() - out.received_at))
 
 
 _TEXT_LANE = ("token", 0)

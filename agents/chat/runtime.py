@@ -34,6 +34,7 @@ import mode
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from agents.chat import request_trace
 from agents.chat.cancellation import CancelRegistry, CancelSignal, ControlFollower, cancel_on_log
 from agents.chat.dead_letter import dead_letter
 from agents.chat.generation import Generation, Outcome
@@ -48,6 +49,7 @@ from agents.chat.request_ledger import (
     end_offsets,
     history_of,
 )
+from agents.chat.request_trace import TracedSessionWriter
 from agents.chat.retry_policy import RetryPolicy
 from agents.chat.session_janitor import SessionJanitor
 from agents.chat.session_writer import SessionWriter, send
@@ -56,7 +58,9 @@ from agents.metrics import WorkerMetrics
 from schemas.lifecycle import Accepted, Completed, Failed, FinalMessage, FirstToken
 from schemas.requests import ChatRequest
 from schemas.session_events import CANCELLED, Timings, Usage
+from tokenwire import tracing
 from tokenwire.errors import GenerationError, TopicError
+from tokenwire.exemplars import observe
 from tokenwire.kafka_clients import new_admin, new_producer
 from tokenwire.session_log import TopicSessionLog, worker_session_log
 from tokenwire.settings import Settings
@@ -168,19 +172,38 @@ class ChatRuntime(mode.Service):
         await self.inflight.admit()
         self.acks.track(tp, message.offset, event)
         decoded = decode_request(message.value, partition=message.partition, offset=message.offset)
+        taken = None
+        if tracing.is_enabled():
+            taken = request_trace.taken(message.headers, message.timestamp, tp, message.offset)
         if isinstance(decoded, Rejection):
             rejection = decoded
             self.inflight.start(tp, lambda: self._dead_letter(rejection, message, stream))
         elif self.inflight.backlog(decoded.session_id) >= self._per_session:
             request = decoded
-            self.inflight.start(tp, lambda: self._refuse_busy(request, stream, tp, message.offset))
+            self.inflight.start(tp, lambda: self._traced(
+                taken, request, tp, message.offset,
+                self._refuse_busy(request, stream, tp, message.offset),
+            ))  # fmt: skip
         else:
             request = decoded
             self.inflight.start(
                 tp,
-                lambda: self._process(request, stream, tp, message.offset),
+                lambda: self._traced(
+                    taken, request, tp, message.offset,
+                    self._process(request, stream, tp, message.offset),
+                ),
                 session_id=request.session_id,
             )
+
+    def _traced(
+        self, taken: request_trace.Taken | None, request: ChatRequest, tp: TopicPartition,
+        offset: int,
+        work: Awaitable[None],
+    ) -> Awaitable[None]:  # fmt: skip
+        """``work`` within its ``chat.request`` span, while tracing is on."""
+        if taken is None:
+            return work
+        return request_trace.within_request(taken, request, tp, offset, work)
 
     async def _dead_letter(self, rejection: Rejection, message: Any, stream: faust.StreamT) -> None:
         tp = TopicPartition(message.topic, message.partition)
@@ -253,8 +276,11 @@ class ChatRuntime(mode.Service):
                 signal.set()
                 self.metrics.cancels.labels("redelivered").inc()
         if signal.requested:
-            if history is None or not history.events:
+            queued = history is None or not history.events
+            if queued:
                 self.metrics.cancels.labels("queued").inc()
+            if tracing.is_enabled():
+                request_trace.cancel_applied(signal, "queued" if queued else "redelivered")
             await self._end_cancelled(request, writer, history)
             return
         if history is not None and history.last_attempt:
@@ -343,7 +369,9 @@ class ChatRuntime(mode.Service):
     def _writer(self, request: ChatRequest) -> SessionWriter:
         assert request.request_id is not None
         model = request.model or self.settings.default_model
-        return SessionWriter(
+        # Traced, it carries the current chat.request's context onto the session records.
+        writer_class = TracedSessionWriter if tracing.is_enabled() else SessionWriter
+        return writer_class(
             self.producer, self.session_log.place(request.session_id), request,
             request.request_id, model, time.time(), on_written=self.session_log.written,
         )  # fmt: skip
@@ -439,7 +467,7 @@ class ChatRuntime(mode.Service):
             await self._lifecycle(self._accepted(request, writer))
 
         async def on_first_token(at: float) -> None:
-            self.metrics.ttft.observe(at - accepted_at)
+            observe(self.metrics.ttft, at - accepted_at)
             await self._lifecycle(
                 FirstToken(**common, attempt=writer.attempt, at=at, ttft_s=at - accepted_at)
             )
@@ -490,8 +518,12 @@ class ChatRuntime(mode.Service):
                 timings=outcome.timings,
                 usage=outcome.usage if outcome.usage.estimated else None,
             )
+        if tracing.is_enabled():
+            error_code = outcome.error.code if outcome.error is not None else None
+            request_trace.note_outcome(outcome.finish_reason, error_code)
         if not again:
             self.metrics.requests.labels(event.type).inc()
+            observe(self.metrics.request_duration.labels(event.type), outcome.timings.duration_s)
             if outcome.error is not None:
                 self.metrics.errors.labels(outcome.error.code).inc()
         # The session already has its terminal event: from here on only retry, never end again.

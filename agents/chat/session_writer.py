@@ -36,20 +36,24 @@ async def send(
     producer: AIOKafkaProducer,
     topic: str,
     key: str,
-    event: BaseModel,
+    event: BaseModel | bytes,
     at: float | None = None,
     *,
     partition: int | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
 ) -> asyncio.Future[object]:
-    """Queue one event; the returned future resolves when the broker has it (acks=all).
+    """Queue one event (or its JSON); the returned future resolves when the broker has it
+    (acks=all).
 
     ``at``: the record's timestamp (default: now), so that a record sent again carries the
-    timestamp of the first. ``partition``: None lets the key choose.
+    timestamp of the first. ``partition``: None lets the key choose. ``headers``: the trace
+    context, on the few records that carry it (agents/chat/request_trace.py).
     """
     timestamp_ms = None if at is None else int(at * 1000)
+    value = event if isinstance(event, bytes) else event.model_dump_json().encode()
     return await producer.send(
-        topic, value=event.model_dump_json().encode(), key=key.encode(),
-        timestamp_ms=timestamp_ms, partition=partition,
+        topic, value=value, key=key.encode(),
+        timestamp_ms=timestamp_ms, partition=partition, headers=headers,
     )  # fmt: skip
 
 
@@ -92,14 +96,17 @@ class SessionWriter:
     def topic(self) -> str:
         return self.place.topic
 
-    async def _send(self, event: BaseModel, *, again: bool = False) -> None:
+    async def _send(
+        self, event: BaseModel | bytes, *, again: bool = False,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:  # fmt: skip
         if self.opening is not None:
             # Raises if the index write failed: the event is not written, the write is retried.
             await self.opening
             self.opening = None
         future = await send(
             self.producer, self.place.topic, self.request.session_id, event,
-            partition=self.place.partition,
+            partition=self.place.partition, headers=headers,
         )  # fmt: skip
         self.unacked += 1
         future.add_done_callback(self._written)

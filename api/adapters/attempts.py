@@ -55,21 +55,49 @@ class Diverged:
     reason: str
 
 
+class _Sent:
+    """Text the client has on one channel, kept as the pieces sent: a long answer must not be
+    copied whole on every token (O(n^2) on the event loop). It is joined only when a retry
+    compares its repeat with it, once per retry: nothing is appended while an attempt repeats."""
+
+    __slots__ = ("_joined", "_pieces", "length")
+
+    def __init__(self) -> None:
+        self._pieces: list[str] = []
+        self._joined = ""
+        self.length = 0
+
+    def append(self, piece: str) -> None:
+        self._pieces.append(piece)
+        self.length += len(piece)
+
+    def window(self, start: int, size: int) -> str:
+        """The ``size`` characters sent from ``start`` on (fewer at the end)."""
+        return "" if start >= self.length else self.text()[start : start + size]
+
+    def text(self) -> str:
+        if len(self._joined) != self.length:
+            self._joined = "".join(self._pieces)
+            self._pieces = [self._joined]
+        return self._joined
+
+
 @dataclass(slots=True)
 class _ToolSent:
     id: str | None = None
     name: str | None = None
-    arguments: str = ""
+    arguments: _Sent = field(default_factory=_Sent)
 
 
 @dataclass(slots=True)
 class _Attempt:
-    """What the current attempt has said so far (compared with what was sent)."""
+    """How far the current attempt has got (what it said so far is always a prefix of what was
+    sent: past it, the rest is sent), so its lengths say it all."""
 
     number: int = 0
-    texts: dict[str, str] = field(default_factory=dict)
-    tool_ids: dict[int, str] = field(default_factory=dict)
-    tool_arguments: dict[int, str] = field(default_factory=dict)
+    texts: dict[str, int] = field(default_factory=dict)
+    tool_ids: dict[str, str] = field(default_factory=dict)
+    tool_arguments: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -87,7 +115,7 @@ class AttemptFilter:
 
     def __init__(self) -> None:
         self.model: str | None = None
-        self._texts: dict[str, str] = {}  # channel (event type) -> text sent
+        self._texts: dict[str, _Sent] = {}  # channel (event type) -> text sent
         self._tools: dict[int, _ToolSent] = {}
         self._attempt = _Attempt()
 
@@ -110,21 +138,21 @@ class AttemptFilter:
     def sent_tools(self) -> list[SentTool]:
         """The tool calls the client has, by index."""
         return [
-            SentTool(index, tool.id, tool.name, tool.arguments)
+            SentTool(index, tool.id, tool.name, tool.arguments.text())
             for index, tool in sorted(self._tools.items())
         ]
 
     def _text(self, event: TextEvent) -> list[SessionEvent] | Diverged:
         channel = event.type
-        said = self._attempt.texts.get(channel, "")
-        sent = self._texts.get(channel, "")
-        fresh = new_suffix(sent, said, event.text)
+        said = self._attempt.texts.get(channel, 0)
+        sent = self._texts.setdefault(channel, _Sent())
+        fresh = _unsent(sent.window(said, len(event.text)), event.text)
         if fresh is None:
             return Diverged(f"{channel} differs from the text already sent")
-        self._attempt.texts[channel] = said + event.text
+        self._attempt.texts[channel] = said + len(event.text)
         if not fresh:
             return []
-        self._texts[channel] = sent + fresh
+        sent.append(fresh)
         return [event.model_copy(update={"text": fresh})]
 
     def _tool_call(self, event: ToolCallEvent) -> list[SessionEvent] | Diverged:
@@ -134,28 +162,28 @@ class AttemptFilter:
             return Diverged(f"tool call {index} names another function than the one sent")
         if event.id is not None:
             attempt.tool_ids[event.id] = tool.id or event.id
-        said = attempt.tool_arguments.get(index, "")
-        fresh = new_suffix(tool.arguments, said, event.arguments)
+        said = attempt.tool_arguments.get(index, 0)
+        fresh = _unsent(tool.arguments.window(said, len(event.arguments)), event.arguments)
         if fresh is None:
             return Diverged(f"tool call {index} arguments differ from those sent")
-        attempt.tool_arguments[index] = said + event.arguments
+        attempt.tool_arguments[index] = said + len(event.arguments)
         # The client learns a call's id and name once, from the first fragment it gets.
         announce = tool.id is None and event.id is not None
         if announce:
             tool.id, tool.name = event.id, event.name
         elif not fresh:
             return []
-        tool.arguments += fresh
+        tool.arguments.append(fresh)
         names = {"id": tool.id, "name": tool.name} if announce else {"id": None, "name": None}
         return [event.model_copy(update={"arguments": fresh, **names})]
 
     def _done(self, event: DoneEvent) -> list[SessionEvent] | Diverged:
         attempt = self._attempt
         for channel, sent in self._texts.items():
-            if not attempt.texts.get(channel, "").startswith(sent):
+            if attempt.texts.get(channel, 0) < sent.length:
                 return Diverged(f"the final attempt's {channel} ended short of the text sent")
         for index, tool in self._tools.items():
-            if not attempt.tool_arguments.get(index, "").startswith(tool.arguments):
+            if attempt.tool_arguments.get(index, 0) < tool.arguments.length:
                 return Diverged(f"the final attempt lacks tool call {index} as it was sent")
         if not attempt.tool_ids or all(old == new for old, new in attempt.tool_ids.items()):
             return [event]
@@ -165,8 +193,11 @@ class AttemptFilter:
 def new_suffix(sent: str, said: str, piece: str) -> str | None:
     """What of ``piece`` is new for a client that has ``sent``, when the current attempt had
     said ``said`` before it; None when ``said + piece`` contradicts ``sent``."""
-    start = len(said)
-    overlap = sent[start : start + len(piece)]
+    return _unsent(sent[len(said) : len(said) + len(piece)], piece)
+
+
+def _unsent(overlap: str, piece: str) -> str | None:
+    """``piece`` past ``overlap`` (what was sent where it goes), None when they differ."""
     if not piece.startswith(overlap):
         return None
     return piece[len(overlap) :]

@@ -51,10 +51,17 @@ from api.adapters.openai_wire import (
     split_body,
     sse,
 )
-from api.adapters.request_events import Delivered, delivered, latest_request, request_events
+from api.adapters.request_events import (
+    Delivered,
+    delivered,
+    entries_of,
+    latest_request,
+    request_events,
+)
 from api.adapters.session_ids import owned_session_id
 from api.auth.authenticator import Identity
 from api.connection_limits import ConnectionSlot
+from api.edge_tracing import record_deliveries
 from api.errors import ApiError
 from api.event_ids import Position, parse_position
 from api.ingress import MAX_BODY_BYTES, OUTCOME_BY_STATUS, admit_chat, validate_chat
@@ -72,6 +79,7 @@ from api.session_stream import (
 )
 from api.sse_response import PING
 from schemas.session_events import TERMINAL_TYPES, DoneEvent, ErrorEvent
+from tokenwire import tracing
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +308,7 @@ async def _chunks(
     metrics = runtime.metrics
     metrics.sse_connections.inc()
     events = 0
+    traced = tracing.is_enabled()
     try:
         async for read in _read(sub, answer.request_id, span.end, runtime.settings.sse_ping_s):
             if read is None:
@@ -310,6 +319,8 @@ async def _chunks(
             data = relay.take(items, backlog=backlog)
             if data:
                 yield data
+            if traced:  # written to the client: the delivery spans end now
+                record_deliveries(entries_of(items), answer.session_id)
             if relay.ended:
                 break
         else:

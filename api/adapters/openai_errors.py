@@ -24,9 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.responses import JSONResponse
-
-from api.errors import ApiError
+from api.errors import ApiError, ErrorJSONResponse
 from schemas.session_events import ErrorEvent
 
 INVALID = "invalid_request_error"
@@ -55,8 +53,8 @@ class OpenAIError(Exception):
             }
         }  # fmt: skip
 
-    def response(self, headers: dict[str, str] | None = None) -> JSONResponse:
-        return JSONResponse(
+    def response(self, headers: dict[str, str] | None = None) -> ErrorJSONResponse:
+        return ErrorJSONResponse(
             self.body(), status_code=self.status, headers={**self.headers, **(headers or {})}
         )
 

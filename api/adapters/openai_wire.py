@@ -296,49 +296,63 @@ def _with_last_id(chunks: list[dict[str, Any]], event_id: str | None) -> bytes:
 
 @dataclass(slots=True)
 class Collected:
-    """One request's final attempt, assembled (a ``start``/``retry`` drops what came before)."""
+    """One request's final attempt, assembled (a ``start``/``retry`` drops what came before).
+
+    Kept as pieces, joined once at the end: a long answer is not copied whole per token."""
 
     start: StartEvent | None = None
-    text: str = ""
-    refusal: str | None = None
-    reasoning: str | None = None
-    logprobs: list[dict[str, Any]] | None = None
     attempt: int = 0
     _parts: list[str] = field(default_factory=list)
+    _refusal: list[str] = field(default_factory=list)
+    _reasoning: list[str] = field(default_factory=list)
+    _logprobs: list[dict[str, Any]] | None = None
 
     def add(self, event: SessionEvent) -> None:
         if event.attempt != self.attempt:
             self.attempt = event.attempt
-            self._parts, self.refusal, self.reasoning, self.logprobs = [], None, None, None
+            self._parts, self._refusal, self._reasoning, self._logprobs = [], [], [], None
         if isinstance(event, StartEvent):
             self.start = self.start or event
         elif isinstance(event, TokenEvent):
             self._parts.append(event.text)
             if event.logprobs is not None:
-                self.logprobs = [*(self.logprobs or []), *event.logprobs]
+                self._logprobs = self._logprobs or []
+                self._logprobs.extend(event.logprobs)
         elif isinstance(event, RefusalEvent):
-            self.refusal = (self.refusal or "") + event.text
+            self._refusal.append(event.text)
         elif isinstance(event, ReasoningEvent):
-            self.reasoning = (self.reasoning or "") + event.text
+            self._reasoning.append(event.text)
 
     @property
     def content(self) -> str:
         return "".join(self._parts)
 
+    @property
+    def refusal(self) -> str | None:
+        return "".join(self._refusal) if self._refusal else None
+
+    @property
+    def reasoning(self) -> str | None:
+        return "".join(self._reasoning) if self._reasoning else None
+
+    @property
+    def logprobs(self) -> list[dict[str, Any]] | None:
+        return self._logprobs
+
 
 def completion(head: Head, collected: Collected, done: DoneEvent) -> dict[str, Any]:
     """The ``chat.completion`` of a finished request."""
-    text = collected.content
+    text, refusal, reasoning = collected.content, collected.refusal, collected.reasoning
     message: dict[str, Any] = {
         "role": "assistant",
-        "content": None if not text and (done.tool_calls or collected.refusal) else text,
-        "refusal": collected.refusal,
+        "content": None if not text and (done.tool_calls or refusal) else text,
+        "refusal": refusal,
         "annotations": [],
     }
     if done.tool_calls:
         message["tool_calls"] = [call.model_dump(mode="json") for call in done.tool_calls]
-    if collected.reasoning:
-        message["reasoning_content"] = collected.reasoning
+    if reasoning:
+        message["reasoning_content"] = reasoning
     logprobs = None if collected.logprobs is None else {
         "content": collected.logprobs, "refusal": None}  # fmt: skip
     return {

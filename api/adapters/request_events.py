@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -42,6 +42,8 @@ class Delivered:
     event_id: str
     offset: int
     event: SessionEvent
+    # The hub's entry it was read from (its trace context, when tracing is on).
+    entry: Entry | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,11 @@ def delivered(entry: Entry) -> Delivered | None:
     except ValidationError:
         log.warning("skipping invalid session event offset=%d", entry.offset)
         return None
-    return Delivered(event_id, entry.offset, event)
+    return Delivered(event_id, entry.offset, event, entry)
+
+
+def entries_of(items: Iterable[Delivered]) -> list[Entry]:
+    return [item.entry for item in items if item.entry is not None]
 
 
 def _id_and_data(sse: bytes) -> tuple[str, bytes]:

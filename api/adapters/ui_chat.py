@@ -33,12 +33,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from api.adapters.attempts import drop_superseded
-from api.adapters.request_events import latest_request, request_batches
+from api.adapters.request_events import (
+    LatestRequest,
+    entries_of,
+    latest_request,
+    request_batches,
+)
 from api.adapters.session_ids import MAX_CLIENT_ID_CHARS, owned_session_id
 from api.adapters.ui_message_stream import DONE_LINE, UIMessageStream, encode
 from api.adapters.ui_messages import chat_messages
 from api.cancel import OUTCOME_BY_STATUS as CANCEL_OUTCOMES
 from api.cancel import publish_cancel
+from api.edge_tracing import record_deliveries
 from api.errors import ApiError
 from api.ingress import MAX_BODY_BYTES, OUTCOME_BY_STATUS, admit_chat, validate_chat
 from api.json_body import read_json_object
@@ -48,6 +54,7 @@ from api.session_feed import CLOSED_DISCONNECTED
 from api.session_stream import END_OFFSET_TIMEOUT_S, SlotHoldingResponse, StreamControl, take_slot
 from api.sse_response import PING
 from schemas.requests import PROVIDER_FIELDS
+from tokenwire import tracing
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +115,23 @@ async def _accept(runtime: EdgeRuntime, request: Request) -> Response:
 
 
 def _chat_id(value: Any, loc: list[str]) -> str:
-    if not isinstance(value, str) or not 1 <= len(value) <= MAX_CLIENT_ID_CHARS:
+    # A lone surrogate (JSON's "\ud800") is no text to hash into a session id.
+    valid = isinstance(value, str) and 1 <= len(value) <= MAX_CLIENT_ID_CHARS
+    if not valid or not _is_unicode(value):
         raise ApiError(
-            422, "invalid_request", f"the chat id must be 1..{MAX_CLIENT_ID_CHARS} characters",
+            422, "invalid_request",
+            f"the chat id must be 1..{MAX_CLIENT_ID_CHARS} characters of Unicode text",
             details=[{"loc": loc, "msg": "a string of 1..128 characters", "type": "string_type"}],
         )
     return value
+
+
+def _is_unicode(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _continued_message(body: dict[str, Any]) -> str | None:
@@ -139,7 +157,7 @@ def _chat_body(body: dict[str, Any], session_id: str) -> dict[str, Any]:
                       "type": "extra_forbidden"} for name in unknown[:10]],
         )  # fmt: skip
     trigger = body.get("trigger", "submit-message")
-    if trigger not in TRIGGERS:
+    if not isinstance(trigger, str) or trigger not in TRIGGERS:  # a list is not even hashable
         raise ApiError(
             422, "invalid_request", "trigger must be submit-message or regenerate-message",
             details=[{"loc": ["trigger"], "msg": "unknown trigger", "type": "literal_error"}],
@@ -191,7 +209,7 @@ async def get_ui_stream(request: Request) -> Response:
     session_id = owned_session_id(SESSION_KIND, identity.user_id, chat_id)
     slot = take_slot(runtime, identity.user_id)
     try:
-        latest = await latest_request(runtime, session_id)
+        latest = await _latest(runtime, session_id)
     except BaseException:
         slot.release()
         raise
@@ -227,6 +245,7 @@ async def _chunks(
     metrics = runtime.metrics
     metrics.sse_connections.inc()
     events = 0
+    traced = tracing.is_enabled()
     try:
         yield b"".join(encode(chunk) for chunk in stream.opening())
         batches = request_batches(
@@ -243,6 +262,8 @@ async def _chunks(
             ]  # fmt: skip
             if chunks:
                 yield b"".join(encode(chunk) for chunk in chunks)
+            if traced:  # written to the client: the delivery spans end now
+                record_deliveries(entries_of(batch), reading.session_id)
             if stream.ended:
                 break
         if not stream.ended:
@@ -296,12 +317,27 @@ async def _cancelled_request(
     if request.headers.get("content-type", "").startswith("application/json"):
         body = await read_json_object(request, max_bytes=4096)
         named = body.get("request_id")
-        if named is not None and (not isinstance(named, str) or not 1 <= len(named) <= 64):
+        valid = isinstance(named, str) and 1 <= len(named) <= 64 and _is_unicode(named)
+        if named is not None and not valid:
             raise ApiError(422, "invalid_request", "request_id must be 1..64 characters")
     if named is not None:
         return str(named)
-    latest = await latest_request(runtime, session_id)
+    latest = await _latest(runtime, session_id)
     return None if latest is None or latest.finished else latest.request_id
+
+
+async def _latest(runtime: EdgeRuntime, session_id: str) -> LatestRequest | None:
+    """The chat's newest request; a 503 (retry) when Kafka does not answer, not a 500."""
+    try:
+        return await latest_request(runtime, session_id)
+    except ApiError:
+        raise
+    except Exception as exc:
+        log.warning("chat lookup failed session=%s error=%r", session_id, exc)
+        raise ApiError(
+            503, "unavailable", "the chat's state could not be read; retry",
+            headers={"Retry-After": "1"},
+        ) from exc
 
 
 def _nothing_active(session_id: str) -> JSONResponse:

@@ -27,6 +27,8 @@ from api.errors import ApiError
 ROLES = frozenset({"system", "user", "assistant"})
 MAX_PARTS = 1_000
 DONE_STATES = frozenset({"output-available", "output-error"})
+# What a provider can fetch or decode; a javascript:, file: or relative URL is no image of ours.
+IMAGE_URL_SCHEMES = ("data:", "https://", "http://")
 
 Message = dict[str, Any]
 
@@ -48,7 +50,7 @@ def _message(index: int, message: Any) -> list[Message]:
     if not isinstance(message, dict):
         _invalid(where, "must be an object")
     role, parts = message.get("role"), message.get("parts")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:  # (a list or object is not hashable)
         _invalid([*where, "role"], "must be system, user or assistant")
     if not isinstance(parts, list) or len(parts) > MAX_PARTS:
         _invalid([*where, "parts"], f"must be a list of at most {MAX_PARTS} parts")
@@ -81,8 +83,8 @@ def _image(where: list[str | int], number: int, part: dict[str, Any]) -> dict[st
     media_type, url = part.get("mediaType"), part.get("url")
     if not isinstance(media_type, str) or not media_type.startswith("image/"):
         _invalid([*where, "parts", number, "mediaType"], "only image files are supported")
-    if not isinstance(url, str) or not url:
-        _invalid([*where, "parts", number, "url"], "must be a data: or https URL")
+    if not isinstance(url, str) or not url.startswith(IMAGE_URL_SCHEMES):
+        _invalid([*where, "parts", number, "url"], "must be a data:, https: or http: URL")
     return {"type": "image_url", "image_url": {"url": url}}
 
 
@@ -119,16 +121,19 @@ def _step(text: str, calls: list[Message], answers: list[Message]) -> list[Messa
 def _tool(
     where: list[str | int], number: int, part: dict[str, Any]
 ) -> tuple[Message, Message] | None:
-    if part.get("state") not in DONE_STATES:
-        return None
     at = [*where, "parts", number]
+    state = part.get("state")
+    if state is not None and not isinstance(state, str):  # (an object is not even hashable)
+        _invalid([*at, "state"], "must be a tool part's state")
+    if state not in DONE_STATES:
+        return None
     kind = part["type"]
     name = part.get("toolName") if kind == "dynamic-tool" else kind.removeprefix("tool-")
     call_id = part.get("toolCallId")
     if not isinstance(name, str) or not isinstance(call_id, str):
         _invalid(at, "a tool part needs toolCallId and a tool name")
     arguments = _json_text(at, part.get("input", {}))
-    if part["state"] == "output-available":
+    if state == "output-available":
         output = part.get("output")
         answer = output if isinstance(output, str) else _json_text(at, output)
     else:

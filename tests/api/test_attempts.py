@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from api.adapters.attempts import AttemptFilter, Diverged, drop_superseded, new_suffix
@@ -166,3 +169,43 @@ def test_new_suffix() -> None:
     assert new_suffix("abc", "a", "bcd") == "d"
     assert new_suffix("abc", "abc", "d") == "d"
     assert new_suffix("abc", "a", "x") is None
+
+
+# A long answer's cost must stay linear: the filter is on the event loop for every token. The
+# deadline only catches a stall (copying all the text sent so far per token, O(n^2)): linear
+# work takes a fraction of it; the check inside the loop makes a quadratic filter fail early.
+LONG_EVENTS = 60_000
+STALL_S = 20.0
+
+
+def _without_stall(f: AttemptFilter, events: Iterator[SessionEvent]) -> list[SessionEvent]:
+    began, out = time.monotonic(), []
+    for number, event in enumerate(events):
+        got = f.accept(event)
+        assert not isinstance(got, Diverged), got
+        out.extend(got)
+        if number % 1000 == 0:
+            assert time.monotonic() - began < STALL_S, f"stalled after {number} events"
+    return out
+
+
+def test_a_long_answer_and_its_retry_cost_linear_time() -> None:
+    piece = "lorem ipsum dolor sit amet, consectetur adipiscing "  # 51 characters
+    f = AttemptFilter()
+    first = _without_stall(f, (token(piece) for _ in range(LONG_EVENTS)))
+    again = _without_stall(f, itertools.chain(
+        [retry(2)], (token(piece, 2) for _ in range(LONG_EVENTS + 1)), [done(2)],
+    ))  # fmt: skip
+    assert texts(first) == piece * LONG_EVENTS
+    assert texts(again) == piece and again[-1].type == "done"
+
+
+def test_long_tool_call_arguments_cost_linear_time() -> None:
+    fragment = '"' + "abcdefghij" * 10 + '",'
+    f = AttemptFilter()
+    fragments = itertools.chain(
+        [tool(0, "[", id="c1", name="f")], (tool(0, fragment) for _ in range(LONG_EVENTS))
+    )
+    out = _without_stall(f, fragments)
+    assert len(out) == LONG_EVENTS + 1
+    assert f.sent_tools()[0].arguments == "[" + fragment * LONG_EVENTS

@@ -7,6 +7,7 @@ Real worker, real Kafka, the simulator as the provider; its ``expected_*`` say t
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -217,3 +218,25 @@ async def test_errors_are_the_sdks_typed_exceptions(
     assert in_stream.value.code == "http_400"
     with pytest.raises(openai.BadRequestError):
         await client.chat.completions.create(model=model, messages=_ask("No [[sim: fail=400]]"))
+
+
+async def test_hostile_bodies_are_openai_400s_and_no_unhandled_error(
+    edge_url: str, user: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Raw bytes: JSON's \\ud800 escape is a lone surrogate once parsed, and an error that
+    echoes the field's name must still be sent (not a 500)."""
+    message = b'[{"role":"user","content":"x"}]'
+    bodies = [
+        b'{"messages":%s,"\\ud800":1}',
+        b'{"messages":%s,"stream":true,"stream_options":{"\\ud800":true}}',
+    ]
+    headers = {"Authorization": f"Bearer {caller_jwt(user)}", "content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=edge_url, timeout=30, headers=headers) as http:
+        for raw in bodies:
+            body = raw.replace(b"%s", message)
+            async with http.stream("POST", "/v1/chat/completions", content=body) as answer:
+                assert answer.status_code == 400, raw  # (a 200 waits for an answer: not read)
+                error = json.loads(await answer.aread())["error"]
+            assert error["type"] == "invalid_request_error" and set(error) == {
+                "message", "type", "param", "code"}, raw  # fmt: skip
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

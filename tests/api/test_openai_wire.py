@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 
 from api.adapters.openai_errors import OpenAIError, from_api_error, param_path
-from api.adapters.openai_wire import ChunkRelay, split_body
+from api.adapters.openai_wire import ChunkRelay, Collected, Head, completion, split_body
 from api.adapters.request_events import Delivered
 from api.errors import ApiError
 from schemas.session_events import (
     DoneEvent,
+    ReasoningEvent,
+    RefusalEvent,
     RetryEvent,
     SessionEvent,
     StartEvent,
@@ -198,3 +200,25 @@ def test_tokenwire_errors_become_openai_statuses() -> None:
     assert from_api_error(ApiError(401, "unauthorized", "no")).code == "invalid_api_key"
     assert from_api_error(ApiError(503, "unavailable", "later")).type == "server_error"
     assert param_path(["messages", 1, "content", "str"]) == "messages[1].content.str"
+
+
+def test_a_long_non_streamed_answer_is_collected_in_linear_time() -> None:
+    """``stream: false`` assembles the answer on the event loop: reasoning, refusal and logprobs
+    must not be copied whole per token (the deadline only catches such an O(n^2) stall)."""
+    count, began = 40_000, time.monotonic()
+    thought, refused = "thinking hard " * 15, "no, " * 50  # a provider's coalesced deltas
+    logprob = {"token": "ab", "logprob": -0.5, "bytes": [97, 98], "top_logprobs": []}
+    collected = Collected()
+    for seq in range(count):
+        for event in (
+            TokenEvent(**IDS, attempt=1, seq=seq, text="ab", received_at=1.0, logprobs=[logprob]),
+            ReasoningEvent(**IDS, attempt=1, seq=seq, text=thought, received_at=1.0),
+            RefusalEvent(**IDS, attempt=1, seq=seq, text=refused, received_at=1.0),
+        ):
+            collected.add(event)
+        if seq % 1000 == 0:
+            assert time.monotonic() - began < 20.0, f"stalled after {seq} tokens"
+    message = completion(Head("chatcmpl-r1", 1, "m"), collected, _done(1, count))["choices"][0]
+    assert message["message"]["reasoning_content"] == thought * count
+    assert message["message"]["refusal"] == refused * count
+    assert len(message["logprobs"]["content"]) == count

@@ -26,6 +26,10 @@ async def test_the_document_is_served_and_describes_the_contract(edge: Edge) -> 
     body = served["components"]["schemas"]["ChatRequest"]
     assert set(body["properties"]) == set(ChatRequest.model_fields)
     assert {"/v1/chat", "/v1/sessions/{session_id}/events"} <= set(served["paths"])
+    # The adapters' endpoints are fuzzed too.
+    assert {"/v1/ui/chat", "/v1/ui/chat/{chat_id}/stream", "/v1/ui/chat/{chat_id}/cancel",
+            "/v1/chat/completions", "/v1/chat/completions/{completion_id}/stream"} <= set(
+        served["paths"])  # fmt: skip
 
 
 async def test_schemathesis_finds_no_server_error_and_every_error_is_our_json_shape(

@@ -4,11 +4,13 @@ endpoints sees (the AI SDK itself reads them in tests/js/ui_chat.test.mjs)."""
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.fixtures.credentials import caller_jwt
 from tests.fixtures.pipeline import WorkerProcess
@@ -64,6 +66,35 @@ async def test_bad_bodies_are_json_4xx(edge_url: str) -> None:
     for answer in [*answers, broken]:
         assert 400 <= answer.status_code < 500, answer.text
         assert answer.json()["error"]["code"] in ("bad_request", "invalid_request")
+
+
+# Raw bytes: JSON's \\ud800 escape is a lone surrogate once parsed (no client library sends one).
+HOSTILE_BODIES = [
+    b'{"id":"c","trigger":["submit-message"],"messages":[%s]}',  # unhashable trigger
+    b'{"id":"c","trigger":{"a":1},"messages":[%s]}',
+    b'{"id":"c","messages":[{"role":["user"],"parts":[]}]}',  # unhashable role
+    b'{"id":"c","messages":[%s,{"role":"assistant","parts":[{"type":"tool-f",'
+    b'"toolCallId":"t","state":{"s":1},"input":{},"output":1}]}]}',  # unhashable tool state
+    b'{"id":"\\ud800","messages":[%s]}',  # a chat id that is not Unicode text
+    b'{"id":"c","messages":[%s],"\\ud800":1}',  # an unknown field named so, echoed in the 422
+]  # fmt: skip
+
+
+async def test_hostile_bodies_are_json_4xx_and_no_unhandled_error(
+    edge_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = {**_auth(f"ui-hostile-{uuid.uuid4().hex[:8]}"), "content-type": "application/json"}
+    message = json.dumps(_body("c", "x")["messages"][0]).encode()
+    async with httpx.AsyncClient(base_url=edge_url, timeout=TIMEOUT, headers=headers) as client:
+        for raw in HOSTILE_BODIES:
+            body = raw.replace(b"%s", message)
+            async with client.stream("POST", "/v1/ui/chat", content=body) as answer:
+                assert 400 <= answer.status_code < 500, raw  # (a 200 is a stream: not read)
+                error = json.loads(await answer.aread())["error"]
+            assert error["code"] in ("bad_request", "invalid_request"), raw
+        cancel = await client.post("/v1/ui/chat/c/cancel", content=b'{"request_id":"\\ud800"}')
+        assert cancel.status_code == 422, cancel.text
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_resume_of_an_idle_or_unknown_chat_is_204(

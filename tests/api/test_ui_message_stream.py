@@ -128,6 +128,10 @@ def test_ui_messages_become_chat_messages() -> None:
     None, [], [{"role": "user"}], [{"role": "user", "parts": [{"type": "text"}]}],
     [{"role": "user", "parts": ["text"]}],
     [{"role": "assistant", "parts": [{"type": "tool-x", "state": "output-available"}]}],
+    [{"role": "user", "parts": [{"type": "file", "mediaType": "image/png",
+                                 "url": "javascript:alert(1)"}]}],
+    [{"role": "user", "parts": [{"type": "file", "mediaType": "image/png",
+                                 "url": "file:///etc/passwd"}]}],
 ])  # fmt: skip
 def test_bad_ui_messages_are_422(messages: Any) -> None:
     with pytest.raises(ApiError) as caught:

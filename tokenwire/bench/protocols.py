@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 import uuid
@@ -241,6 +242,9 @@ async def run(args: argparse.Namespace) -> int:
                          tokens=args.tokens, tps=args.tps, out=args.out)
     run_dir = args.out / tag
     run_dir.mkdir(parents=True, exist_ok=True)
+    if args.trace:  # the children (edge, worker) trace into one OTLP JSON file of the run
+        os.environ["OTEL_TRACES_EXPORTER"] = "otlp_json_file"
+        os.environ["OTEL_EXPORTER_OTLP_JSON_FILE"] = str(run_dir / "traces.jsonl")
     stack = ScaleStack(base, config, run_dir, tag)
     phases: list[Phase] = []
     try:
@@ -261,7 +265,7 @@ async def run(args: argparse.Namespace) -> int:
         await stack.delete_topics()
     result = {
         "tag": tag, "layout": args.layout, "streams": args.streams, "tokens": args.tokens,
-        "concurrency": args.concurrency, "tps": args.tps,
+        "concurrency": args.concurrency, "tps": args.tps, "trace": args.trace,
         "phases": [p.summary() for p in phases], "overhead": overhead(phases),
     }
     path = args.out / f"protocols-{tag}.json"
@@ -284,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--protocols", type=lambda v: v.split(","), default=list(PROTOCOLS))
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument("--trace", action="store_true",
+                        help="edge and worker trace (OTLP JSON file in the run's directory)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     return asyncio.run(run(args))
