@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
-from tokenwire.cli import main
+from tests.fixtures.cli import run_cli
 from tokenwire.trace_file import OtlpJsonFileExporter
 
 T0 = 1_700_000_000_000_000_000
@@ -68,7 +68,7 @@ def test_waterfall_draws_one_line_per_span_indented_and_scaled(
     trace_id = _write_chat(path, "req-1")
     _write_chat(path, "req-other")
 
-    assert main(["trace", "req-1", "--file", str(path), "--width", "20"]) == 0
+    assert run_cli(["trace", "req-1", "--file", str(path), "--width", "20"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"trace {trace_id}  request req-1  100.0 ms  7 spans")
     assert "tokenwire-edge, tokenwire-worker" in lines[0]
@@ -99,7 +99,7 @@ def test_json_format_lists_spans_in_waterfall_order(
 ) -> None:
     path = tmp_path / "spans.jsonl"
     trace_id = _write_chat(path, "req-2", retry=False)
-    assert main(["trace", "req-2", "--file", str(path), "--format", "json"]) == 0
+    assert run_cli(["trace", "req-2", "--file", str(path), "--format", "json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     (only,) = payload["traces"]
     assert only["trace_id"] == trace_id and only["duration_ms"] == 100.0
@@ -123,13 +123,13 @@ def test_spans_split_over_files_and_a_missing_parent(
     worker_only.write_text("".join(
         line + "\n" for line in both.read_text().splitlines() if "tokenwire-worker" in line
     ) + "not json\n")
-    assert main(["trace", "req-3", "--file", str(worker_only)]) == 0
+    assert run_cli(["trace", "req-3", "--file", str(worker_only)]) == 0
     captured = capsys.readouterr()
     assert "skipped 1 unreadable lines" in captured.err
     rows = captured.out.splitlines()[2:]
     assert len(rows) == 2 and "chat.request" in rows[0] and "not in the files" in rows[0]
     # the same spans given twice (our file and a collector's copy) are counted once
-    assert main(["trace", "req-3", "--file", str(both), "--file", str(both)]) == 0
+    assert run_cli(["trace", "req-3", "--file", str(both), "--file", str(both)]) == 0
     assert "5 spans" in capsys.readouterr().out.splitlines()[0]
 
 
@@ -138,13 +138,13 @@ def test_unknown_request_and_missing_file_fail_with_a_message(
 ) -> None:
     path = tmp_path / "spans.jsonl"
     _write_chat(path, "req-4", retry=False)
-    assert main(["trace", "nope", "--file", str(path)]) == 1
+    assert run_cli(["trace", "nope", "--file", str(path)]) == 1
     assert "no span with tokenwire.request_id=nope in 5 spans" in capsys.readouterr().err
-    assert main(["trace", "req-4", "--file", str(tmp_path / "absent.jsonl")]) == 2
+    assert run_cli(["trace", "req-4", "--file", str(tmp_path / "absent.jsonl")]) == 2
     assert "no such span file" in capsys.readouterr().err
     # without --file: the file tokenwire.tracing's otlp_json_file exporter writes
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_JSON_FILE", raising=False)
     monkeypatch.setenv("TOKENWIRE_TRACE_FILE", str(tmp_path / "not-yet.jsonl"))
-    assert main(["trace", "req-4"]) == 2
+    assert run_cli(["trace", "req-4"]) == 2
     monkeypatch.setenv("TOKENWIRE_TRACE_FILE", str(path))
-    assert main(["trace", "req-4"]) == 0
+    assert run_cli(["trace", "req-4"]) == 0

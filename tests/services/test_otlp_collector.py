@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.cli import run_cli
 from tests.fixtures.waiting import eventually
-from tokenwire.cli import main
 from tokenwire.services import otelcol
 from tokenwire.settings import Settings, get_settings
 from tokenwire.trace_file import SpanRecord, read_spans
@@ -121,7 +121,7 @@ async def test_one_env_var_sends_tokenwire_spans_to_the_collector(
     await eventually(lambda: len(_spans_of(collector, request_id)) == 2, timeout_s=30)
     assert {s.service for s in _spans_of(collector, request_id)} == {"tokenwire-worker"}
     path = str(otelcol.spans_path(collector))
-    assert main(["trace", request_id, "--file", path]) == 0
+    assert run_cli(["trace", request_id, "--file", path]) == 0
     rows = capsys.readouterr().out.splitlines()[2:]
     assert [row.split("|")[2].split("[")[0].strip() for row in rows] == [
         "chat.request", "chat.attempt",
