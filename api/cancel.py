@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -61,15 +62,25 @@ OUTCOME_BY_STATUS = {
 }
 
 
-async def post_cancel(request: Request) -> JSONResponse:
-    runtime: EdgeRuntime = request.app.state.runtime
-    try:
-        response, outcome = await _cancel(runtime, request)
-    except ApiError as exc:
-        runtime.metrics.cancel_outcome(OUTCOME_BY_STATUS.get(exc.status, "bad_request"))
-        raise
-    runtime.metrics.cancel_outcome(outcome)
-    return response
+CancelHandler = Callable[[EdgeRuntime, Request], Awaitable[tuple[JSONResponse, str]]]
+
+
+def cancel_endpoint(handle: CancelHandler) -> Callable[[Request], Awaitable[JSONResponse]]:
+    """An endpoint that cancels through ``handle`` (its answer and outcome) and counts every
+    outcome, refusals included, in ``tokenwire_edge_cancels_total``: one count for every way to
+    stop an answer (this endpoint, the AI SDK's stop)."""
+
+    async def endpoint(request: Request) -> JSONResponse:
+        runtime: EdgeRuntime = request.app.state.runtime
+        try:
+            response, outcome = await handle(runtime, request)
+        except ApiError as exc:
+            runtime.metrics.cancel_outcome(OUTCOME_BY_STATUS.get(exc.status, "bad_request"))
+            raise
+        runtime.metrics.cancel_outcome(outcome)
+        return response
+
+    return endpoint
 
 
 async def _cancel(runtime: EdgeRuntime, request: Request) -> tuple[JSONResponse, str]:
@@ -77,6 +88,9 @@ async def _cancel(runtime: EdgeRuntime, request: Request) -> tuple[JSONResponse,
     session_id, request_id = _path_params(request)
     authorise_session(runtime, request, session_id, identity)
     return await publish_cancel(runtime, identity, session_id, request_id)
+
+
+post_cancel = cancel_endpoint(_cancel)
 
 
 async def publish_cancel(

@@ -87,23 +87,12 @@ async def request_events(
     """``request_id``'s events read by ``sub`` (other requests' are passed over), ending after
     its ``done``/``error``, or when the subscription closes (the caller can tell by
     ``sub.closed_reason``). ``None`` every ``ping_s`` without an event."""
-    while True:
-        try:
-            async with asyncio.timeout(ping_s):
-                entry = await sub.next()
-        except TimeoutError:
+    async for batch in request_batches(sub, request_id, ping_s=ping_s, limit=1):
+        if batch is None:
             yield None
             continue
-        if entry is None:
-            return
-        if entry.request_id != request_id:
-            continue
-        item = delivered(entry)
-        if item is None:
-            continue
-        yield item
-        if entry.type in TERMINAL_TYPES:
-            return
+        for item in batch:
+            yield item
 
 
 async def request_batches(

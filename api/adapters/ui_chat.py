@@ -42,8 +42,7 @@ from api.adapters.request_events import (
 from api.adapters.session_ids import MAX_CLIENT_ID_CHARS, owned_session_id
 from api.adapters.ui_message_stream import DONE_LINE, UIMessageStream, encode
 from api.adapters.ui_messages import chat_messages
-from api.cancel import OUTCOME_BY_STATUS as CANCEL_OUTCOMES
-from api.cancel import publish_cancel
+from api.cancel import cancel_endpoint, publish_cancel
 from api.edge_tracing import record_deliveries
 from api.errors import ApiError
 from api.ingress import MAX_BODY_BYTES, OUTCOME_BY_STATUS, admit_chat, validate_chat
@@ -288,17 +287,6 @@ async def _chunks(
 # --- POST /v1/ui/chat/{id}/cancel ---------------------------------------------------------
 
 
-async def post_ui_cancel(request: Request) -> JSONResponse:
-    runtime: EdgeRuntime = request.app.state.runtime
-    try:
-        response, outcome = await _cancel(runtime, request)
-    except ApiError as exc:
-        runtime.metrics.cancel_outcome(CANCEL_OUTCOMES.get(exc.status, "bad_request"))
-        raise
-    runtime.metrics.cancel_outcome(outcome)
-    return response
-
-
 async def _cancel(runtime: EdgeRuntime, request: Request) -> tuple[JSONResponse, str]:
     identity = await authenticate(runtime, request)
     chat_id = _chat_id(request.path_params["chat_id"], ["path", "chat_id"])
@@ -307,6 +295,9 @@ async def _cancel(runtime: EdgeRuntime, request: Request) -> tuple[JSONResponse,
     if request_id is None:
         return _nothing_active(session_id), "finished"
     return await publish_cancel(runtime, identity, session_id, request_id)
+
+
+post_ui_cancel = cancel_endpoint(_cancel)
 
 
 async def _cancelled_request(

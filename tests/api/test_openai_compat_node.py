@@ -6,15 +6,12 @@ run: the simulator counts calls per conversation) and what the simulator answers
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
-from tests.fixtures.credentials import caller_jwt
-from tests.fixtures.node import run_node_test
+from tests.fixtures.node import expected_answers, node_env, run_node_test
 from tests.fixtures.pipeline import WorkerProcess
 from tokenwire.settings import Settings
-from tokenwire.simulator.script import expected_text, expected_tool_calls
 
 
 def cases(marker: str) -> dict[str, Any]:
@@ -24,11 +21,7 @@ def cases(marker: str) -> dict[str, Any]:
         "tool": f'[[sim: tool=get_weather args={{"city":"Paris"}}]] weather {marker}',
         "refused": f"[[sim: fail=400]] refuse me {marker}",
     }
-    return {
-        name: {"prompt": prompt, "text": expected_text([{"role": "user", "content": prompt}]),
-               "tool_calls": expected_tool_calls([{"role": "user", "content": prompt}])}
-        for name, prompt in prompts.items()
-    }  # fmt: skip
+    return expected_answers(prompts)
 
 
 async def test_the_openai_npm_package_streams_completes_calls_tools_and_fails_typed(
@@ -37,11 +30,7 @@ async def test_the_openai_npm_package_streams_completes_calls_tools_and_fails_ty
     marker = uuid.uuid4().hex
     output = await run_node_test(
         "openai.test.mjs",
-        env={
-            "TOKENWIRE_EDGE_URL": edge_url,
-            "TOKENWIRE_CALLER_JWT": caller_jwt(f"openai-js-{marker[:8]}"),
-            "TOKENWIRE_MODEL": pipeline_settings.default_model,
-            "TOKENWIRE_CASES": json.dumps(cases(marker)),
-        },
+        env=node_env(edge_url, f"openai-js-{marker[:8]}", cases(marker),
+                     TOKENWIRE_MODEL=pipeline_settings.default_model),
     )
     assert "pass 4" in output and "fail 0" in output, output

@@ -7,14 +7,12 @@ and what the simulator will answer to each, exactly.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
-from tests.fixtures.credentials import caller_jwt
-from tests.fixtures.node import run_node_test
+from tests.fixtures.node import expected_answers, node_env, run_node_test
 from tests.fixtures.pipeline import WorkerProcess
-from tokenwire.simulator import expected_text, expected_tool_calls
+from tokenwire.simulator import expected_text
 
 
 def _user(prompt: str) -> list[dict[str, Any]]:
@@ -35,11 +33,7 @@ def cases(marker: str) -> dict[str, Any]:
         "first": f"first turn {marker}",
         "second": f"second turn {marker}",
     }
-    out: dict[str, Any] = {
-        name: {"prompt": prompt, "text": expected_text(_user(prompt)),
-               "tool_calls": expected_tool_calls(_user(prompt))}
-        for name, prompt in prompts.items()
-    }
+    out = expected_answers(prompts)
     follow_up = [
         *_user(prompts["first"]),
         {"role": "assistant", "content": out["first"]["text"]},
@@ -55,9 +49,5 @@ async def test_tokenwire_js_streams_resumes_retries_assembles_and_cancels(
     marker = uuid.uuid4().hex
     await run_node_test(
         "tokenwire_client.test.mjs",
-        env={
-            "TOKENWIRE_EDGE_URL": edge_url,
-            "TOKENWIRE_CALLER_JWT": caller_jwt(f"js-{marker[:8]}"),
-            "TOKENWIRE_CASES": json.dumps(cases(marker)),
-        },
+        env=node_env(edge_url, f"js-{marker[:8]}", cases(marker)),
     )

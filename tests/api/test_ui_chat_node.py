@@ -12,10 +12,9 @@ import uuid
 from typing import Any
 
 from schemas.messages import ChatMessage
-from tests.fixtures.credentials import caller_jwt
-from tests.fixtures.node import run_node_test
+from tests.fixtures.node import expected_answers, node_env, run_node_test
 from tests.fixtures.pipeline import WorkerProcess
-from tokenwire.simulator import expected_text, expected_tokens, expected_tool_calls
+from tokenwire.simulator import expected_text, expected_tokens
 
 SDK_PACKAGES = ("ai", "ai-v7")
 TOOL_OUTPUT = {"temperature": 21, "unit": "c"}
@@ -45,11 +44,7 @@ def cases(marker: str) -> dict[str, Any]:
         "resume": f"[[sim: tokens=80 tps=40 cut_after={RESUME_CUT}]] drop, resume {marker}",
         "stop": f"[[sim: tokens=400 tps=20]] stop me {marker}",
     }
-    out: dict[str, Any] = {
-        name: {"prompt": prompt, "text": expected_text(_user(prompt)),
-               "tool_calls": expected_tool_calls(_user(prompt))}
-        for name, prompt in prompts.items()
-    }  # fmt: skip
+    out = expected_answers(prompts)
     before_cut = expected_tokens(_user(prompts["resume"]))[:RESUME_CUT]
     out["resume"]["cut_chars"] = len("".join(before_cut))
     [call] = out["tool"]["tool_calls"]
@@ -64,13 +59,8 @@ async def test_the_ai_sdk_streams_calls_tools_retries_resumes_and_stops(
     marker = uuid.uuid4().hex
     output = await run_node_test(
         "ui_chat.test.mjs",
-        env={
-            "TOKENWIRE_EDGE_URL": edge_url,
-            "TOKENWIRE_CALLER_JWT": caller_jwt(f"ai-sdk-{marker[:8]}"),
-            "TOKENWIRE_CASES": json.dumps(
-                {name: cases(f"{marker} {name}") for name in SDK_PACKAGES}
-            ),
-        },
+        env=node_env(edge_url, f"ai-sdk-{marker[:8]}",
+                     {name: cases(f"{marker} {name}") for name in SDK_PACKAGES}),
     )
     # Both SDK majors ran (an import that failed would fail its suite, not skip it).
     print(output)

@@ -37,7 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from tokenwire.errors import ServiceError
-from tokenwire.services.process import Daemon, ensure_port_free, file_lock, run_logged, wait_ready
+from tokenwire.services.process import (
+    Daemon,
+    build_once,
+    ensure_port_free,
+    run_logged,
+    wait_ready,
+)
 from tokenwire.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -104,11 +110,7 @@ def install(settings: Settings) -> Path:
     if found is not None:
         return found
     paths = InfluxPaths.of(settings)
-    paths.home.mkdir(parents=True, exist_ok=True)
-    with file_lock(paths.home / ".build.lock"):
-        if os.access(paths.built_binary, os.X_OK):
-            return paths.built_binary
-        return build(settings)
+    return build_once(paths.home, paths.built_binary, lambda: build(settings))
 
 
 def build(settings: Settings) -> Path:

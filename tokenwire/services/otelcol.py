@@ -33,7 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokenwire.errors import ServiceError
-from tokenwire.services.process import Daemon, ensure_port_free, file_lock, run_logged, wait_ready
+from tokenwire.services.process import (
+    Daemon,
+    build_once,
+    ensure_port_free,
+    run_logged,
+    wait_ready,
+)
 from tokenwire.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -162,11 +168,7 @@ def install(settings: Settings) -> Path:
     if found is not None:
         return found
     paths = OtelcolPaths.of(settings)
-    paths.home.mkdir(parents=True, exist_ok=True)
-    with file_lock(paths.home / ".build.lock"):
-        if os.access(paths.built_binary, os.X_OK):
-            return paths.built_binary
-        return build(settings)
+    return build_once(paths.home, paths.built_binary, lambda: build(settings))
 
 
 def go_mod(version: str) -> str:

@@ -214,6 +214,16 @@ def run_logged(
         raise ServiceError(f"{what} failed (exit {code}); log: {log_path}\n{tail(log_path)}")
 
 
+def build_once(home: Path, binary: Path, build: Callable[[], Path]) -> Path:
+    """``binary`` as another process may just have built it, else ``build()``: under the cache's
+    build lock, so processes starting at once build a service's binary once between them."""
+    home.mkdir(parents=True, exist_ok=True)
+    with file_lock(home / ".build.lock"):
+        if os.access(binary, os.X_OK):
+            return binary
+        return build()
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock, so concurrent ``up``/``down`` calls do not race."""
